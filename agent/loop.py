@@ -1,0 +1,179 @@
+"""The agent loop: query the model, run the tool calls it makes, append what they returned, save.
+
+The message history is append-only and the system prompt holds nothing variable, so every request
+shares its whole prefix with the previous one (vLLM's prefix cache then prefills only the new turn).
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agent.model import ContextWindowExceeded, Model, ModelCallFailed
+from agent.parsing import ParsedMessage, ToolCall, parse_message
+from agent.prompts import render
+from agent.tools import ToolBox
+from agent.trajectory import ExitStatus, StepRecord, ToolExecution, Trajectory, Usage, now_iso
+from sandbox.base import Sandbox, SandboxError
+
+CHARS_PER_TOKEN_ESTIMATE = 3.0
+"""Conservative (code tokenizes at ~3.5-4 chars/token); only used for text not yet counted by the server."""
+MIN_COMPLETION_TOKENS = 64
+
+FORMAT_ERROR_MESSAGE = ("Your reply did not contain a tool call that could be used{detail}. Every reply must call "
+                        "exactly one of the tools ({tools}) using the tool-calling format.")
+
+
+class AgentConfig(BaseModel):
+    max_steps: int = Field(default=100, gt=0)
+    max_wall_s: float = Field(default=4 * 3600, gt=0)
+    command_timeout_s: float = Field(default=300, gt=0)
+    max_total_tokens: int | None = Field(default=None, gt=0)
+    """Stop once prompt + completion tokens over all calls reach this."""
+    context_length: int | None = Field(default=None, gt=0)
+    """The model's window; None takes the server's `max_model_len`."""
+    observation_cap: int = Field(default=16000, gt=200)
+    max_format_errors: int = Field(default=3, gt=0)
+    """Consecutive replies without a usable tool call before the run ends with `format_error`."""
+    stuck_repeats: int = Field(default=3, gt=1)
+    """The same action with the same observation this many times in a row ends the run with `stuck`."""
+
+
+class Agent:
+    def __init__(self, model: Model, sandbox: Sandbox, config: AgentConfig, trajectory: Trajectory,
+                 on_step: Callable[[Trajectory], None] = lambda t: None,
+                 should_stop: Callable[[], bool] = lambda: False):
+        self.model, self.sandbox, self.config, self.traj = model, sandbox, config, trajectory
+        self.on_step, self.should_stop = on_step, should_stop
+        self.tools = ToolBox(sandbox, config.command_timeout_s, config.observation_cap)
+        self.format_errors = 0
+        self.recent_actions: list[str] = []
+        self.started = time.monotonic()
+        self.counted_messages = 0
+        self.last_usage = Usage()
+
+    def run(self) -> Trajectory:
+        self.traj.tools = self.tools.specs
+        self.traj.messages = [{"role": "system", "content": render("system.j2")},
+                              {"role": "user", "content": render("task.j2", task=self.traj.task,
+                                                                 repo_root=self.sandbox.root)}]
+        status = None
+        while status is None:
+            try:
+                status = self.step()
+            except SandboxError as e:
+                status = self.finish(ExitStatus.sandbox_error, str(e))
+            self.on_step(self.traj)
+        return self.traj
+
+    def step(self) -> ExitStatus | None:
+        if stop := self.limit_reached():
+            return stop
+        max_tokens = self.completion_budget()
+        if max_tokens < MIN_COMPLETION_TOKENS:
+            return self.finish(ExitStatus.context_exceeded, "the next request would not fit the context window")
+        started_at, t0 = now_iso(), time.monotonic()
+        try:
+            response = self.model.query(self.traj.messages, self.traj.tools, max_tokens=max_tokens)
+        except ContextWindowExceeded as e:
+            return self.finish(ExitStatus.context_exceeded, str(e))
+        except ModelCallFailed as e:
+            return self.finish(ExitStatus.model_error, str(e))
+        self.last_usage = response.usage
+        self.traj.usage = self.traj.usage + response.usage
+        parsed = parse_message(response.message)
+        self.traj.messages.append(history_message(response.message, parsed))
+        self.counted_messages = len(self.traj.messages)
+        record = StepRecord(index=len(self.traj.steps), started_at=started_at, model_duration_s=time.monotonic() - t0,
+                            usage=response.usage, raw_response=response.raw, parse_source=parsed.source,
+                            parse_errors=list(parsed.errors))
+        self.traj.steps.append(record)
+
+        t1 = time.monotonic()
+        executions = [self.tools.execute(call) for call in parsed.calls]
+        record.executions = executions
+        record.tools_duration_s = time.monotonic() - t1
+        for call, execution in zip(parsed.calls, executions):
+            self.traj.messages.append({"role": "tool", "tool_call_id": call.id, "content": execution.observation})
+
+        usable = [e for e in executions if e.error is None]
+        if not usable:
+            self.traj.parse_failures += 1
+            self.format_errors += 1
+            if not parsed.calls:
+                detail = f" ({'; '.join(parsed.errors)})" if parsed.errors else ""
+                if response.finish_reason == "length":
+                    detail = " (the reply was cut off at the token limit)"
+                self.traj.messages.append({"role": "user", "content": FORMAT_ERROR_MESSAGE.format(
+                    detail=detail, tools=", ".join(spec["function"]["name"] for spec in self.traj.tools))})
+            if self.format_errors >= self.config.max_format_errors:
+                return self.finish(ExitStatus.format_error,
+                                   f"{self.format_errors} consecutive replies without a usable tool call")
+        else:
+            self.format_errors = 0
+        if self.tools.submitted:
+            return self.finish(ExitStatus.submitted, "the agent submitted")
+        if self.is_stuck(parsed.calls, executions):
+            return self.finish(ExitStatus.stuck, f"the same action and observation {self.config.stuck_repeats} "
+                                                 "times in a row")
+        return None
+
+    def limit_reached(self) -> ExitStatus | None:
+        if self.should_stop():
+            return self.finish(ExitStatus.interrupted, "stopped from outside")
+        if len(self.traj.steps) >= self.config.max_steps:
+            return self.finish(ExitStatus.max_steps, f"reached {self.config.max_steps} steps")
+        if time.monotonic() - self.started >= self.config.max_wall_s:
+            return self.finish(ExitStatus.wall_time, f"reached {self.config.max_wall_s:g} s of wall time")
+        if self.config.max_total_tokens and self.traj.usage.total_tokens >= self.config.max_total_tokens:
+            return self.finish(ExitStatus.token_budget, f"used {self.traj.usage.total_tokens} tokens")
+        return None
+
+    def completion_budget(self) -> int:
+        """Tokens left for the reply: the window minus the prompt (counted by the server where possible)."""
+        configured = self.model.config.max_tokens
+        window = self.config.context_length
+        if not window:
+            return configured
+        uncounted = self.traj.messages[self.counted_messages:] if self.counted_messages else self.traj.messages
+        extra_chars = sum(len(json.dumps(m)) for m in uncounted)
+        if not self.counted_messages:
+            extra_chars += len(json.dumps(self.traj.tools))
+        prompt = self.last_usage.prompt_tokens + self.last_usage.completion_tokens
+        estimate = prompt + int(extra_chars / CHARS_PER_TOKEN_ESTIMATE)
+        return min(configured, window - estimate)
+
+    def is_stuck(self, calls: list[ToolCall], executions: list[ToolExecution]) -> bool:
+        signature = json.dumps([[c.name, c.arguments, e.observation] for c, e in zip(calls, executions)],
+                               sort_keys=True, default=str)
+        self.recent_actions.append(signature)
+        tail = self.recent_actions[-self.config.stuck_repeats:]
+        return len(tail) == self.config.stuck_repeats and len(set(tail)) == 1
+
+    def finish(self, status: ExitStatus, message: str) -> ExitStatus:
+        self.traj.exit_status, self.traj.exit_message = status, message
+        try:
+            self.traj.patch = self.sandbox.diff()
+        except Exception as e:  # the patch is best effort once the run is over; the status says why it ended
+            self.traj.exit_message += f"; could not compute the patch: {e}"
+        self.traj.finished_at = now_iso()
+        return status
+
+
+def history_message(message: dict[str, Any], parsed: ParsedMessage) -> dict[str, Any]:
+    """The assistant turn as it goes back into the history.
+
+    Text-mode calls are re-expressed as native `tool_calls` (what the chat template renders back as the
+    same `<tool_call>` text), and arguments that are not valid JSON are replaced by `{}`: the server
+    decodes past arguments to render them and would reject the whole request otherwise. The raw reply is
+    kept in the step record.
+    """
+    if parsed.source == "none":
+        return {"role": "assistant", "content": message.get("content") or ""}
+    return {"role": "assistant", "content": parsed.text, "tool_calls": [
+        {"id": c.id, "type": "function",
+         "function": {"name": c.name, "arguments": c.raw_arguments if c.error is None else "{}"}}
+        for c in parsed.calls]}

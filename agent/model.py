@@ -1,0 +1,119 @@
+"""The model client: any OpenAI-compatible chat-completions endpoint (normally vLLM)."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Literal, Protocol
+
+import httpx
+import openai
+from pydantic import BaseModel, Field
+
+from agent.trajectory import Usage
+
+
+class ModelConfig(BaseModel):
+    base_url: str
+    """The server's OpenAI base URL, e.g. http://127.0.0.1:8000/v1 (a missing /v1 is added)."""
+    model: str
+    """The served model name (or a LoRA adapter name loaded into the server)."""
+    api_key_env: str = "NIGHTOWL_API_KEY"
+    """Environment variable holding the API key; vLLM without --api-key accepts any value."""
+    temperature: float = 0.0
+    max_tokens: int = Field(default=4096, gt=0)
+    tool_choice: Literal["auto", "required"] = "auto"
+    timeout_s: float = Field(default=600.0, gt=0)
+    """Hard limit for one request, retries excluded."""
+    max_retries: int = Field(default=6, ge=0)
+    """Retries with exponential backoff on 5xx, 429, timeouts and dropped connections."""
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    """Sent as-is, e.g. {"chat_template_kwargs": {"enable_thinking": false}} for Qwen3."""
+
+
+class ModelResponse(BaseModel):
+    message: dict[str, Any]
+    """The assistant message as the server returned it (role, content, tool_calls)."""
+    raw: dict[str, Any]
+    usage: Usage
+    finish_reason: str | None
+    duration_s: float
+
+
+class ModelUnavailable(RuntimeError):
+    """The server cannot be reached, or does not serve the model: a set-up problem, not a run problem."""
+
+
+class ContextWindowExceeded(RuntimeError):
+    pass
+
+
+class ModelCallFailed(RuntimeError):
+    pass
+
+
+class Model(Protocol):
+    config: ModelConfig
+
+    def query(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
+              max_tokens: int | None = None) -> ModelResponse: ...
+
+
+def normalize_base_url(url: str) -> str:
+    url = url.rstrip("/")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+class OpenAIChatModel:
+    def __init__(self, config: ModelConfig):
+        self.config = config
+        self.client = openai.OpenAI(
+            base_url=normalize_base_url(config.base_url),
+            api_key=os.environ.get(config.api_key_env) or "EMPTY",
+            timeout=httpx.Timeout(config.timeout_s, connect=min(10.0, config.timeout_s)),
+            max_retries=config.max_retries,
+        )
+
+    def served_model(self) -> dict[str, Any]:
+        """Check /v1/models at start-up; returns the model card (vLLM includes `max_model_len`)."""
+        url = normalize_base_url(self.config.base_url)
+        try:
+            cards = self.client.with_options(max_retries=1, timeout=15.0).models.list().data
+        except openai.APIConnectionError:
+            raise ModelUnavailable(f"cannot reach the model server at {url} (is it running? "
+                                   "`nightowl serve --model M` starts one, or omit --base-url)") from None
+        except openai.APIStatusError as e:
+            raise ModelUnavailable(f"the model server at {url} answered {e.status_code} on /models") from None
+        ids = [c.id for c in cards]
+        if self.config.model not in ids:
+            raise ModelUnavailable(f"model {self.config.model!r} is not served by {url}; it serves: "
+                                   f"{', '.join(ids) or 'nothing'} (pass one of these to --model)")
+        card = next(c for c in cards if c.id == self.config.model)
+        return card.model_dump()
+
+    def query(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
+              max_tokens: int | None = None) -> ModelResponse:
+        start = time.monotonic()
+        try:
+            completion = self.client.chat.completions.create(
+                model=self.config.model, messages=messages, tools=tools, tool_choice=self.config.tool_choice,
+                temperature=self.config.temperature, max_tokens=max_tokens or self.config.max_tokens,
+                extra_body=self.config.extra_body or None,
+            )
+        except openai.BadRequestError as e:
+            text = str(e).lower()
+            if "context length" in text or "maximum context" in text or "too long" in text:
+                raise ContextWindowExceeded(str(e)) from None
+            raise ModelCallFailed(f"the server rejected the request: {e}") from None
+        except (openai.APIConnectionError, openai.APIStatusError) as e:
+            raise ModelCallFailed(f"model call failed after {self.config.max_retries} retries: {e}") from None
+        raw = completion.model_dump(exclude_none=True)
+        choice = completion.choices[0]
+        message = choice.message.model_dump(exclude_none=True)
+        message = {k: v for k, v in message.items() if k in ("role", "content", "tool_calls")}
+        message["role"] = "assistant"
+        usage = completion.usage
+        return ModelResponse(
+            message=message, raw=raw, finish_reason=choice.finish_reason, duration_s=time.monotonic() - start,
+            usage=Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                        total_tokens=usage.total_tokens) if usage else Usage(),
+        )

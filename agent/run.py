@@ -1,0 +1,112 @@
+"""One task, end to end: workspace -> sandbox -> agent loop -> trajectory, patch and branch.
+
+The user's repository is only ever read, except for one new branch `nightowl/<run-id>` created from the
+patch when the agent submitted. Its working tree, index, HEAD and stash are never touched.
+"""
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agent.loop import Agent, AgentConfig
+from agent.model import Model, ModelConfig, OpenAIChatModel
+from agent.trajectory import ExitStatus, Trajectory, save_trajectory, write_text_atomic
+from sandbox.git import repo_toplevel
+from sandbox.limits import ResourceLimits
+from sandbox.select import SandboxKind, open_sandbox
+from sandbox.workspace import commit_patch_to_branch, create_workspace, remove_workspace
+
+DEFAULT_OUT = Path.home() / ".nightowl" / "runs"
+
+
+class RunRequest(BaseModel):
+    repo: Path
+    task: str
+    commit: str = "HEAD"
+    model: ModelConfig
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    limits: ResourceLimits = Field(default_factory=ResourceLimits)
+    sandbox: SandboxKind = "auto"
+    out_dir: Path = DEFAULT_OUT
+    run_id: str | None = None
+    branch: str | None = None
+    """Result branch name; default `nightowl/<run-id>`."""
+    create_branch: bool = True
+
+
+class RunOutcome(BaseModel):
+    run_id: str
+    exit_status: ExitStatus
+    run_dir: Path
+    trajectory_path: Path
+    patch_path: Path
+    branch: str | None
+    steps: int
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def run_task(request: RunRequest, model: Model | None = None,
+             should_stop: Callable[[], bool] = lambda: False,
+             progress: Callable[[Trajectory], None] = lambda t: None) -> RunOutcome:
+    if not request.task.strip():
+        raise ValueError("the task is empty: give a task with --task TEXT or --task-file FILE")
+    repo = repo_toplevel(request.repo.expanduser().resolve())
+    run_id = request.run_id or new_run_id()
+    run_dir = request.out_dir.expanduser().resolve() / run_id
+    trajectory_path, patch_path = run_dir / "trajectory.json", run_dir / "patch.diff"
+    model = model or OpenAIChatModel(request.model)
+    card = model.served_model() if hasattr(model, "served_model") else {}
+    agent_config = request.agent
+    if agent_config.context_length is None and card.get("max_model_len"):
+        agent_config = agent_config.model_copy(update={"context_length": int(card["max_model_len"])})
+
+    run_dir.mkdir(parents=True, exist_ok=False)
+    workspace = create_workspace(repo, request.commit, run_dir / "workspace")
+    trajectory = Trajectory(
+        run_id=run_id, task=request.task, repo=str(repo), base_commit=workspace.base_commit,
+        model=request.model.model, base_url=request.model.base_url, tools=[],
+        settings={"agent": agent_config.model_dump(), "model": request.model.model_dump(),
+                  "limits": request.limits.model_dump(), "sandbox": request.sandbox},
+    )
+    branch = None
+    try:
+        sandbox = open_sandbox(request.sandbox, workspace, request.limits)
+        try:
+            trajectory.sandbox = dict(sandbox.self_check())
+            def save(t: Trajectory) -> None:
+                save_trajectory(t, trajectory_path)
+                progress(t)
+            save(trajectory)
+            Agent(model, sandbox, agent_config, trajectory, on_step=save, should_stop=should_stop).run()
+        finally:
+            sandbox.close()
+        write_text_atomic(patch_path, trajectory.patch)
+        if trajectory.exit_status == ExitStatus.submitted and request.create_branch:
+            branch = request.branch or f"nightowl/{run_id}"
+            commit_patch_to_branch(repo, workspace.base_commit, trajectory.patch, branch,
+                                   message=commit_message(request.task, run_id))
+        save_trajectory(trajectory, trajectory_path)
+    finally:
+        remove_workspace(workspace)
+    return RunOutcome(run_id=run_id, exit_status=trajectory.exit_status, run_dir=run_dir,
+                      trajectory_path=trajectory_path, patch_path=patch_path, branch=branch,
+                      steps=len(trajectory.steps))
+
+
+def commit_message(task: str, run_id: str) -> str:
+    first_line = task.strip().splitlines()[0][:72]
+    return f"{first_line}\n\nnightowl run {run_id}\n"
+
+
+def outcome_json(outcome: RunOutcome) -> dict[str, Any]:
+    return {"run_id": outcome.run_id, "exit_status": outcome.exit_status.value,
+            "patch_path": str(outcome.patch_path), "trajectory_path": str(outcome.trajectory_path),
+            "branch": outcome.branch}

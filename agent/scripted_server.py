@@ -1,0 +1,136 @@
+"""A scripted OpenAI-compatible server over real HTTP, for tests and benchmarks.
+
+It answers `/v1/models`, `/health` and `/v1/chat/completions` on loopback from a script: a list of
+replies consumed in order, or a function of the request. A reply is a dict:
+  {"tool_calls": [{"name": ..., "arguments": {...} | "raw json"}], "content": "..."}  native calls
+  {"content": "<tool_call>...</tool_call>"}                                           text only
+  {"status": 500}                                                                     an HTTP error
+  {"sleep": 1.5, ...}                                                                 delay first
+  {"drop": true}                                                                      close the connection
+Every request body is kept in `requests` for assertions.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Reply = dict[str, Any]
+Responder = Callable[[dict[str, Any]], Reply]
+
+
+def completion_body(reply: Reply, model: str, request: dict[str, Any]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": reply.get("content")}
+    if reply.get("tool_calls"):
+        message["tool_calls"] = [{
+            "id": call.get("id") or f"call_{uuid.uuid4().hex[:16]}", "type": "function",
+            "function": {"name": call["name"], "arguments": call["arguments"] if isinstance(call.get("arguments"), str)
+                         else json.dumps(call.get("arguments", {}))}} for call in reply["tool_calls"]]
+    prompt_tokens = len(json.dumps(request.get("messages", []))) // 4
+    completion_tokens = max(1, len(json.dumps(message)) // 4)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message,
+                     "finish_reason": "tool_calls" if reply.get("tool_calls") else reply.get("finish_reason", "stop")}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+class ScriptedServer:
+    def __init__(self, script: list[Reply] | Responder, model: str = "scripted", max_model_len: int = 32768,
+                 host: str = "127.0.0.1", port: int = 0):
+        self.model, self.max_model_len = model, max_model_len
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        if callable(script):
+            self._responder: Responder = script
+        else:
+            queue = list(script)
+
+            def from_list(_: dict[str, Any]) -> Reply:
+                if not queue:
+                    return {"content": "(the script has no more replies)"}
+                return queue.pop(0)
+            self._responder = from_list
+        self.httpd = ThreadingHTTPServer((host, port), self._handler())
+        self.httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def __enter__(self) -> "ScriptedServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="scripted-server", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def chat_requests(self) -> list[dict[str, Any]]:
+        return [r for r in self.requests if "messages" in r]
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def send_json(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models"):
+                    self.send_json(200, {"object": "list", "data": [
+                        {"id": server.model, "object": "model", "owned_by": "nightowl",
+                         "max_model_len": server.max_model_len}]})
+                elif self.path.rstrip("/") == "/health":
+                    self.send_json(200, {})
+                else:
+                    self.send_json(404, {"error": {"message": f"no route {self.path}"}})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                request = json.loads(self.rfile.read(length) or b"{}")
+                if not self.path.rstrip("/").endswith("/chat/completions"):
+                    self.send_json(404, {"error": {"message": f"no route {self.path}"}})
+                    return
+                with server._lock:
+                    server.requests.append(request)
+                    reply = server._responder(request)
+                if reply.get("sleep"):
+                    time.sleep(reply["sleep"])
+                if reply.get("drop"):
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if reply.get("status", 200) != 200:
+                    self.send_json(reply["status"], {"error": {"message": reply.get("error", "scripted error"),
+                                                               "type": "server_error", "code": reply["status"]}})
+                    return
+                self.send_json(200, completion_body(reply, request.get("model", server.model), request))
+
+        return Handler

@@ -1,0 +1,120 @@
+"""The trajectory: exactly what the model saw and did, plus everything measured around it.
+
+`messages` and `tools` are byte-for-byte what was sent to the model (OpenAI chat format), ending with the
+last assistant turn, so a trajectory is a training row as it stands. Everything else sits beside them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+TRAJECTORY_FORMAT = "nightowl.trajectory/1"
+
+
+class ExitStatus(str, Enum):
+    running = "running"
+    submitted = "submitted"
+    max_steps = "max_steps"
+    wall_time = "wall_time"
+    token_budget = "token_budget"
+    context_exceeded = "context_exceeded"
+    format_error = "format_error"
+    stuck = "stuck"
+    model_error = "model_error"
+    sandbox_error = "sandbox_error"
+    interrupted = "interrupted"
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+                     completion_tokens=self.completion_tokens + other.completion_tokens,
+                     total_tokens=self.total_tokens + other.total_tokens)
+
+
+class ToolExecution(BaseModel):
+    call_id: str
+    tool: str
+    arguments: dict[str, Any] | None = None
+    observation: str
+    exit_code: int | None = None
+    error: str | None = None
+    duration_s: float = 0.0
+
+
+class StepRecord(BaseModel):
+    index: int
+    started_at: str
+    model_duration_s: float
+    usage: Usage
+    raw_response: dict[str, Any]
+    parse_source: str
+    """native | hermes | fenced | none"""
+    parse_errors: list[str] = Field(default_factory=list)
+    executions: list[ToolExecution] = Field(default_factory=list)
+    tools_duration_s: float = 0.0
+
+
+class Trajectory(BaseModel):
+    format: str = TRAJECTORY_FORMAT
+    run_id: str
+    task: str
+    repo: str
+    base_commit: str
+    model: str
+    base_url: str
+    settings: dict[str, Any]
+    sandbox: dict[str, Any] = Field(default_factory=dict)
+    tools: list[dict[str, Any]]
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    steps: list[StepRecord] = Field(default_factory=list)
+    exit_status: ExitStatus = ExitStatus.running
+    exit_message: str = ""
+    patch: str = ""
+    usage: Usage = Field(default_factory=Usage)
+    parse_failures: int = 0
+    started_at: str = Field(default_factory=lambda: now_iso())
+    finished_at: str | None = None
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def write_text_atomic(path: Path, data: str) -> None:
+    """Write via a temp file in the same directory + fsync + rename: a reader never sees a torn file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_trajectory(trajectory: Trajectory, path: Path) -> None:
+    write_text_atomic(path, trajectory.model_dump_json(indent=1))
+
+
+def load_trajectory(path: Path) -> Trajectory:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if data.get("format") != TRAJECTORY_FORMAT:
+        raise ValueError(f"{path}: unsupported trajectory format {data.get('format')!r} "
+                         f"(this nightowl reads {TRAJECTORY_FORMAT})")
+    return Trajectory.model_validate(data)

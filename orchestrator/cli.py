@@ -1,0 +1,183 @@
+"""The `nightowl` command line."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from agent.loop import AgentConfig
+from agent.model import ModelConfig
+from agent.run import DEFAULT_OUT, RunRequest, outcome_json, run_task
+from agent.trajectory import ExitStatus, Trajectory, load_trajectory
+from orchestrator.errors import USER_ERRORS, UsageError
+from orchestrator.shift_cli import register as register_shift_commands
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="nightowl: autonomous coding agents on your own repository, with open-weight models.")
+console = Console(stderr=True)
+out = Console()
+
+UNSANDBOXED_BANNER = """[bold white on red]
+  !!! RUNNING WITHOUT A SANDBOX (--dangerously-no-sandbox) !!!
+  Agent commands run as your user, can read your files and secrets, reach the network and change anything
+  you can change. Only do this on a disposable machine.
+[/]"""
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Bad input: one line on stderr naming the problem, exit code 2, no traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as e:
+            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+    return wrapper
+
+
+def read_task(task: str | None, task_file: Path | None) -> str:
+    if task and task_file:
+        raise UsageError("give either --task or --task-file, not both")
+    if task_file:
+        if not task_file.is_file():
+            raise UsageError(f"task file {task_file} does not exist")
+        task = task_file.read_text(encoding="utf-8")
+    if not task or not task.strip():
+        raise UsageError("the task is empty: give a task with --task TEXT or --task-file FILE")
+    return task
+
+
+def sandbox_choice(dangerously_no_sandbox: bool) -> str:
+    if dangerously_no_sandbox:
+        console.print(UNSANDBOXED_BANNER)
+        return "local"
+    return "auto"
+
+
+def step_printer(quiet: bool) -> Callable[[Trajectory], None]:
+    def show(traj: Trajectory) -> None:
+        if quiet or not traj.steps:
+            return
+        step = traj.steps[-1]
+        calls = ", ".join(e.tool + (f" ({e.error[:60]})" if e.error else "") for e in step.executions) or "no tool call"
+        console.print(f"[dim]step {step.index + 1:>3}[/]  {calls}  [dim]{step.model_duration_s:.1f}s model, "
+                      f"{step.tools_duration_s:.1f}s tools, {traj.usage.total_tokens} tokens[/]", highlight=False)
+    return show
+
+
+@app.command()
+@user_errors
+def run(
+    repo: Path = typer.Argument(..., help="The git repository to work on (never modified except for a result branch)."),
+    task: Optional[str] = typer.Option(None, "--task", help="What to do, as text."),
+    task_file: Optional[Path] = typer.Option(None, "--task-file", help="What to do, read from a file."),
+    model: str = typer.Option(..., "--model", help="Served model name; without --base-url, a hub id or local directory to serve."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1. Omitted: start vLLM for --model."),
+    out_dir: Path = typer.Option(DEFAULT_OUT, "--out", help="Where OUT/<run-id>/trajectory.json and patch.diff go."),
+    commit: str = typer.Option("HEAD", "--commit", help="Commit to start from."),
+    max_steps: int = typer.Option(100, "--max-steps", min=1),
+    max_tokens: int = typer.Option(4096, "--max-tokens", min=1, help="Most tokens per model reply."),
+    temperature: float = typer.Option(0.0, "--temperature"),
+    tool_choice: str = typer.Option("auto", "--tool-choice", help="auto or required."),
+    command_timeout: float = typer.Option(300.0, "--command-timeout", help="Seconds before a command is killed."),
+    api_key_env: str = typer.Option("NIGHTOWL_API_KEY", "--api-key-env", help="Environment variable with the API key."),
+    dangerously_no_sandbox: bool = typer.Option(False, "--dangerously-no-sandbox", help="Run agent commands without isolation."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the result."),
+) -> None:
+    """Run one agent on REPO until it submits a patch or a limit is reached."""
+    from orchestrator.serving import ServerConfig, VLLMServer
+
+    text = read_task(task, task_file)
+    if tool_choice not in ("auto", "required"):
+        raise UsageError(f"--tool-choice must be auto or required, not {tool_choice!r}")
+    agent_config = AgentConfig(max_steps=max_steps, command_timeout_s=command_timeout)
+    sandbox = sandbox_choice(dangerously_no_sandbox)
+
+    def go(url: str, served: str) -> None:
+        request = RunRequest(repo=repo, task=text, commit=commit, out_dir=out_dir, agent=agent_config,
+                             sandbox=sandbox,  # type: ignore[arg-type]
+                             model=ModelConfig(base_url=url, model=served, max_tokens=max_tokens,
+                                               temperature=temperature, tool_choice=tool_choice,  # type: ignore[arg-type]
+                                               api_key_env=api_key_env))
+        outcome = run_task(request, progress=step_printer(as_json))
+        if as_json:
+            out.print_json(json.dumps(outcome_json(outcome)))
+        else:
+            style = "green" if outcome.exit_status == ExitStatus.submitted else "yellow"
+            out.print(f"[{style}]{outcome.exit_status.value}[/] after {outcome.steps} steps  run {outcome.run_id}")
+            out.print(f"trajectory: {outcome.trajectory_path}\npatch:      {outcome.patch_path}")
+            if outcome.branch:
+                out.print(f"branch:     {outcome.branch}")
+        if outcome.exit_status != ExitStatus.submitted:
+            raise typer.Exit(1)
+
+    if base_url:
+        go(base_url, model)
+    else:
+        console.print(f"[dim]no --base-url: starting a vLLM server for {model} (this takes a while)…[/]")
+        with VLLMServer(ServerConfig(model=model)) as server:
+            go(server.base_url, server.served_model_name)
+
+
+@app.command()
+@user_errors
+def show(run_dir: Path = typer.Argument(..., help="A run directory (or its trajectory.json)."),
+         full: bool = typer.Option(False, "--full", help="Do not shorten long messages.")) -> None:
+    """Print a trajectory readably."""
+    from orchestrator.view import show_trajectory
+
+    path = run_dir / "trajectory.json" if run_dir.is_dir() else run_dir
+    if not path.is_file():
+        raise UsageError(f"no trajectory at {path} (give a run directory from `nightowl run`)")
+    try:
+        traj = load_trajectory(path)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    show_trajectory(traj, out, full=full)
+
+
+@app.command("tiny-model")
+@user_errors
+def tiny_model(directory: Path = typer.Argument(..., help="Where to write the model (created)."),
+               corpus: Optional[Path] = typer.Option(None, "--corpus", help="Text/source tree to train the tokenizer on.")) -> None:
+    """Build a tiny random-weight Qwen2 model + tokenizer that vLLM serves (shows the machinery only)."""
+    from training.tiny_model import build_tiny_model
+
+    path = build_tiny_model(directory, corpus=corpus)
+    out.print(f"tiny model written to {path}")
+
+
+@app.command()
+@user_errors
+def serve(model: str = typer.Option(..., "--model", help="Hub id or local model directory."),
+          adapter: list[str] = typer.Option([], "--adapter", help="LoRA adapter NAME=PATH (repeatable)."),
+          port: int = typer.Option(8000, "--port"),
+          host: str = typer.Option("127.0.0.1", "--host"),
+          served_model_name: Optional[str] = typer.Option(None, "--served-model-name"),
+          max_model_len: Optional[int] = typer.Option(None, "--max-model-len")) -> None:
+    """Run the real vLLM OpenAI server until interrupted."""
+    from orchestrator.serving import ServerConfig, VLLMServer, parse_adapters, serve_forever
+
+    config = ServerConfig(model=model, port=port, host=host, adapters=parse_adapters(adapter),
+                          served_model_name=served_model_name, max_model_len=max_model_len)
+    with VLLMServer(config) as server:
+        out.print(f"serving {server.served_model_name} at {server.base_url} (Ctrl-C stops)")
+        serve_forever(server)
+
+
+register_shift_commands(app, user_errors)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

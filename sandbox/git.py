@@ -1,0 +1,67 @@
+"""Host-side git, hardened for repositories an agent has touched.
+
+Every call disables hooks and fsmonitor and ignores the user's global/system config for the things an
+agent could abuse, so a workspace's contents can never make the host run code.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+SAFE_GIT_FLAGS = [
+    "-c", "core.hooksPath=/dev/null",
+    "-c", "core.fsmonitor=",
+    "-c", "core.untrackedCache=false",
+    "-c", "safe.directory=*",
+    "-c", "diff.external=",
+    "-c", "core.pager=cat",
+]
+
+
+class GitError(RuntimeError):
+    pass
+
+
+def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update({
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_NAME": "nightowl", "GIT_AUTHOR_EMAIL": "nightowl@localhost",
+        "GIT_COMMITTER_NAME": "nightowl", "GIT_COMMITTER_EMAIL": "nightowl@localhost",
+    })
+    env.update(extra or {})
+    return env
+
+
+def git(repo: Path | str, *args: str, env: dict[str, str] | None = None, input: bytes | None = None,
+        check: bool = True) -> str:
+    proc = subprocess.run(
+        ["git", *SAFE_GIT_FLAGS, "-C", str(repo), *args],
+        input=input, capture_output=True, env=git_env(env),
+    )
+    if check and proc.returncode != 0:
+        raise GitError(f"git {' '.join(args)} failed in {repo}: {proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout.decode(errors="replace")
+
+
+def repo_toplevel(path: Path) -> Path:
+    """The root of the git repository at `path`; raises GitError with a readable message otherwise."""
+    if not path.exists():
+        raise GitError(f"{path} does not exist")
+    if not path.is_dir():
+        raise GitError(f"{path} is not a directory")
+    proc = subprocess.run(["git", *SAFE_GIT_FLAGS, "-C", str(path), "rev-parse", "--show-toplevel"],
+                          capture_output=True, env=git_env())
+    if proc.returncode != 0:
+        raise GitError(f"{path} is not a git repository (run `git init` there, or point at a repository)")
+    return Path(proc.stdout.decode().strip())
+
+
+def resolve_commit(repo: Path, rev: str) -> str:
+    proc = subprocess.run(["git", *SAFE_GIT_FLAGS, "-C", str(repo), "rev-parse", "--verify", "--quiet",
+                           f"{rev}^{{commit}}"], capture_output=True, env=git_env())
+    if proc.returncode != 0:
+        raise GitError(f"{rev!r} is not a commit in {repo} (does the repository have any commits?)")
+    return proc.stdout.decode().strip()

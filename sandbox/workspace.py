@@ -1,0 +1,79 @@
+"""Per-run workspaces: a private checkout of the user's repository at a chosen commit.
+
+A workspace is a linked clone (`git clone --shared`: objects are read through git alternates, nothing
+is copied) rather than a `git worktree`, because linked worktrees share the user's `.git/hooks`,
+`.git/config` and refs: an agent running `git` inside one could write hooks into the user's repository.
+A linked clone keeps every git write of the agent inside the workspace, and the user's working tree,
+index, HEAD and stash are never touched. Results come back only as a branch created host-side from the
+patch text (`commit_patch_to_branch`).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandbox.git import GitError, git, resolve_commit
+
+
+@dataclass(frozen=True)
+class Workspace:
+    repo: Path
+    """The user's repository (never written to except for result branches)."""
+    path: Path
+    """The private checkout the agent works in."""
+    base_commit: str
+
+
+def create_workspace(repo: Path, commit: str, path: Path) -> Workspace:
+    base = resolve_commit(repo, commit)
+    if path.exists():
+        raise GitError(f"workspace {path} already exists")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    git(path.parent, "clone", "--quiet", "--shared", "--no-checkout", str(repo), str(path))
+    git(path, "checkout", "--quiet", "--detach", base)
+    # The clone's remote points at the user's repo; drop it so nothing inside can push or fetch there.
+    git(path, "remote", "remove", "origin", check=False)
+    return Workspace(repo=repo, path=path, base_commit=base)
+
+
+def workspace_diff(ws: Workspace) -> str:
+    """`git diff` of the working tree against the base commit, untracked (not ignored) files included.
+
+    Uses a throw-away copy of the index so the agent's own staging area is left as it was.
+    """
+    real_index = Path(git(ws.path, "rev-parse", "--git-path", "index").strip())
+    if not real_index.is_absolute():
+        real_index = ws.path / real_index
+    with tempfile.TemporaryDirectory(prefix="nightowl-index-") as tmp:
+        index = Path(tmp) / "index"
+        if real_index.exists():
+            shutil.copyfile(real_index, index)
+        env = {"GIT_INDEX_FILE": str(index)}
+        git(ws.path, "add", "-A", "--", ".", env=env)
+        return git(ws.path, "diff", "--cached", "--binary", "--no-color", "--no-ext-diff", ws.base_commit,
+                   env=env)
+
+
+def commit_patch_to_branch(repo: Path, base_commit: str, patch: str, branch: str, message: str) -> str:
+    """Create `branch` in the user's repo pointing at base_commit + patch, without touching its checkout.
+
+    The patch is applied to a temporary index; the user's index, working tree and HEAD stay as they were.
+    Returns the new commit's sha.
+    """
+    with tempfile.TemporaryDirectory(prefix="nightowl-branch-") as tmp:
+        env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+        git(repo, "read-tree", base_commit, env=env)
+        if patch.strip():
+            git(repo, "apply", "--cached", "--binary", "--whitespace=nowarn", "-", env=env,
+                input=patch.encode())
+        tree = git(repo, "write-tree", env=env).strip()
+    commit = git(repo, "commit-tree", tree, "-p", base_commit, "-m", message).strip()
+    git(repo, "update-ref", f"refs/heads/{branch}", commit, "")
+    return commit
+
+
+def remove_workspace(ws: Workspace) -> None:
+    shutil.rmtree(ws.path, ignore_errors=True)
