@@ -10,9 +10,10 @@ SECRET_NAME = re.compile(
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def sandbox_environment(home: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+def sandbox_environment(home: str, extra: dict[str, str] | None = None,
+                        allow: tuple[str, ...] = ALLOWED_VARIABLES) -> dict[str, str]:
     """Allow-listed variables from the host plus fixed ones; `extra` cannot smuggle secrets back in."""
-    env = {name: os.environ[name] for name in ALLOWED_VARIABLES if name in os.environ}
+    env = {name: os.environ[name] for name in allow if name in os.environ and not SECRET_NAME.search(name)}
     env.setdefault("PATH", DEFAULT_PATH)
     env.update({
         "HOME": home,

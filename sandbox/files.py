@@ -12,8 +12,11 @@ PROTECTED_RELATIVE_PATHS = (".git/hooks", ".git/config", ".git/info", ".git/obje
 class WorkspaceFiles:
     """Maps agent-visible paths under `visible_root` to `host_root`, refusing anything that escapes."""
 
-    def __init__(self, host_root: Path, visible_root: str, protected: tuple[str, ...] = PROTECTED_RELATIVE_PATHS):
+    def __init__(self, host_root: Path, visible_root: str, protected: tuple[str, ...] = PROTECTED_RELATIVE_PATHS,
+                 owner: tuple[int, int] | None = None):
         self.host_root = Path(os.path.realpath(host_root))
+        self.owner = owner
+        """(uid, gid) that written files are given, so the sandboxed user can keep editing them."""
         self.visible_root = visible_root.rstrip("/") or "/"
         self.protected = protected
 
@@ -57,5 +60,7 @@ class WorkspaceFiles:
         tmp.write_bytes(data)
         if host.exists():
             os.chmod(tmp, host.stat().st_mode & 0o7777)
+        if self.owner is not None:
+            os.chown(tmp, *self.owner)
         os.replace(tmp, host)
         return host

@@ -18,8 +18,11 @@ class ResourceLimits(BaseModel):
     open_files: int = Field(default=1024, gt=0)
 
 
-def apply_rlimits(limits: ResourceLimits) -> None:
-    """Runs in the forked child (preexec); must not allocate much or take locks."""
+def apply_rlimits(limits: ResourceLimits, *, address_space: bool = True, nproc: bool = True) -> None:
+    """Runs in the forked child (preexec); must not allocate much or take locks.
+
+    Pass `address_space=False` / `nproc=False` when a memory / pids cgroup enforces those limits instead.
+    """
     def cap(kind: int, value: int) -> None:
         soft, hard = resource.getrlimit(kind)
         if hard != resource.RLIM_INFINITY:
@@ -32,7 +35,7 @@ def apply_rlimits(limits: ResourceLimits) -> None:
         cap(resource.RLIMIT_CPU, limits.cpu_seconds)
     if limits.file_size_mb:
         cap(resource.RLIMIT_FSIZE, limits.file_size_mb * 1024 * 1024)
-    if limits.memory_mb:
+    if limits.memory_mb and address_space:
         cap(resource.RLIMIT_AS, limits.memory_mb * 1024 * 1024)
-    if limits.max_processes:
+    if limits.max_processes and nproc:
         cap(resource.RLIMIT_NPROC, limits.max_processes)

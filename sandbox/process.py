@@ -35,11 +35,13 @@ def read_head_and_tail(path: str, limit: int = MAX_CAPTURED_BYTES) -> tuple[str,
 
 
 def run_process(argv: Sequence[str], *, cwd: str, env: dict[str, str], timeout: float,
-                preexec: Callable[[], None] | None = None, pass_fds: Sequence[int] = ()) -> CommandResult:
+                preexec: Callable[[], None] | None = None, pass_fds: Sequence[int] = (),
+                sweep: Callable[[], None] | None = None) -> CommandResult:
     """Run `argv` in a new session; kill its whole process group at the timeout and once it exits.
 
     Output goes to a temporary file, not a pipe: a background child that keeps the pipe open cannot hang
-    us, and a command that prints gigabytes costs disk, not memory.
+    us, and a command that prints gigabytes costs disk, not memory. `sweep` runs after the group kill to
+    catch processes that left the group (setsid daemons), e.g. by emptying a cgroup.
     """
     start = time.monotonic()
     with tempfile.TemporaryFile(prefix="nightowl-out-") as out:
@@ -58,6 +60,8 @@ def run_process(argv: Sequence[str], *, cwd: str, env: dict[str, str], timeout: 
             kill_process_group(proc.pid)
             if proc.returncode is None:
                 proc.wait()
+            if sweep is not None:
+                sweep()
         out.flush()
         text, dropped = read_head_and_tail(f"/proc/self/fd/{out.fileno()}")
     return CommandResult(output=text, returncode=returncode, timed_out=timed_out,

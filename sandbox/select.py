@@ -6,18 +6,31 @@ from typing import Literal
 from sandbox.base import Sandbox, SandboxError
 from sandbox.limits import ResourceLimits
 from sandbox.local import LocalSandbox
+from sandbox.policy import Policy
 from sandbox.workspace import Workspace
 
-SandboxKind = Literal["auto", "local"]
+SandboxKind = Literal["auto", "bwrap", "docker", "local"]
+INSTALL_HINT = ("install bubblewrap (`apt-get install bubblewrap`), or run without isolation with "
+                "--dangerously-no-sandbox")
 
 
 class NoIsolationAvailable(SandboxError):
     pass
 
 
-def open_sandbox(kind: SandboxKind, workspace: Workspace, limits: ResourceLimits | None = None) -> Sandbox:
+def open_sandbox(kind: SandboxKind, workspace: Workspace, limits: ResourceLimits | None = None,
+                 policy: Policy | None = None) -> Sandbox:
+    """`auto` never falls back to the unisolated backend: that needs an explicit `local`."""
     if kind == "local":
         return LocalSandbox(workspace, limits)
-    raise NoIsolationAvailable(
-        "no isolating sandbox backend works on this machine: install bubblewrap (`apt-get install bubblewrap`), "
-        "or run without isolation with --dangerously-no-sandbox")
+    if kind == "docker":
+        from sandbox.docker import DockerSandbox
+        return DockerSandbox(workspace, limits, policy)
+    if kind not in ("auto", "bwrap"):
+        raise SandboxError(f"unknown sandbox kind {kind!r}")
+    from sandbox.bwrap import BubblewrapSandbox, bwrap_works
+    p = policy or Policy()
+    problem = bwrap_works(p.run_as_uid, p.run_as_gid)
+    if problem is not None:
+        raise NoIsolationAvailable(f"no isolating sandbox backend works on this machine ({problem}): {INSTALL_HINT}")
+    return BubblewrapSandbox(workspace, limits, policy)

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Copy the bundled example project into DEST as a fresh git repository (nightowl works on git repos).
+set -euo pipefail
+dest=${1:?usage: examples/make_example_repo.sh DEST}
+src=$(cd "$(dirname "$0")/calculator" && pwd)
+if [ -e "$dest" ]; then echo "error: $dest already exists; pick a new directory" >&2; exit 2; fi
+mkdir -p "$dest"
+cp "$src"/calc.py "$src"/test_calc.py "$dest"/
+cd "$dest"
+git init -q -b main
+git add -A
+git -c user.name=nightowl -c user.email=nightowl@localhost commit -qm "calculator example"
+echo "example repository ready at $dest"

@@ -1,0 +1,121 @@
+"""The pool of model servers: health checks, per-server concurrency caps, backoff, paused dispatch.
+
+An attempt holds one endpoint for its whole life (session affinity: the trajectory's growing prefix stays
+in that server's prefix cache). A server that fails is taken out with exponential backoff and put back once
+GET /v1/models answers again; while none is healthy, `acquire` waits.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+
+from agent.model import normalize_base_url
+
+
+class Endpoint:
+    def __init__(self, url: str, cap: int):
+        self.url, self.cap = normalize_base_url(url), cap
+        self.in_flight = 0
+        self.healthy = True
+        self.failures = 0
+        self.retry_at = 0.0
+        self.last_error = ""
+
+
+def probe(url: str, model: str, timeout_s: float = 5.0) -> str | None:
+    """None when the server answers /models and serves `model`, else why not."""
+    try:
+        r = httpx.get(f"{url}/models", timeout=timeout_s)
+    except httpx.HTTPError as e:
+        return f"unreachable ({type(e).__name__})"
+    if r.status_code != 200:
+        return f"/models answered {r.status_code}"
+    try:
+        ids = [m.get("id") for m in r.json().get("data", [])]
+    except ValueError:
+        return "/models answered something that is not JSON"
+    return None if model in ids else f"does not serve {model!r}"
+
+
+class EndpointPool:
+    def __init__(self, urls: list[str], model: str, cap_per_server: int, backoff_s: float = 2.0,
+                 max_backoff_s: float = 60.0, on_change: Callable[[str, bool, str], None] = lambda u, h, r: None):
+        if not urls:
+            raise ValueError("give at least one --base-url")
+        self.model = model
+        self.endpoints = [Endpoint(u, cap_per_server) for u in dict.fromkeys(urls)]
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        self.on_change = on_change
+        self.cond = threading.Condition()
+
+    def check_all(self) -> None:
+        """Probes every endpoint now (at start-up), so dispatch starts on the healthy ones."""
+        for ep in self.endpoints:
+            reason = probe(ep.url, self.model)
+            if reason:
+                self.mark_failed(ep, reason)
+
+    def any_healthy(self) -> bool:
+        with self.cond:
+            return any(ep.healthy for ep in self.endpoints)
+
+    def acquire(self, should_give_up: Callable[[], bool], poll_s: float = 0.2) -> Endpoint | None:
+        """The least loaded healthy endpoint with room; waits while there is none (None if told to give up)."""
+        with self.cond:
+            while True:
+                if should_give_up():
+                    return None
+                free = [ep for ep in self.endpoints if ep.healthy and ep.in_flight < ep.cap]
+                if free:
+                    ep = min(free, key=lambda e: e.in_flight / e.cap)
+                    ep.in_flight += 1
+                    return ep
+                self.cond.wait(poll_s)
+
+    def release(self, ep: Endpoint) -> None:
+        with self.cond:
+            ep.in_flight -= 1
+            self.cond.notify_all()
+
+    def mark_failed(self, ep: Endpoint, reason: str) -> None:
+        with self.cond:
+            was = ep.healthy
+            ep.healthy = False
+            ep.failures += 1
+            ep.last_error = reason
+            ep.retry_at = time.monotonic() + min(self.max_backoff_s, self.backoff_s * 2 ** (ep.failures - 1))
+        if was:
+            self.on_change(ep.url, False, reason)
+
+    def mark_ok(self, ep: Endpoint) -> None:
+        with self.cond:
+            was = ep.healthy
+            ep.healthy, ep.failures, ep.last_error = True, 0, ""
+            self.cond.notify_all()
+        if not was:
+            self.on_change(ep.url, True, "")
+
+    def recheck_due(self) -> None:
+        """Probes the unhealthy endpoints whose backoff is over; the health thread calls this."""
+        for ep in [e for e in self.endpoints if not e.healthy and time.monotonic() >= e.retry_at]:
+            reason = probe(ep.url, self.model)
+            if reason:
+                self.mark_failed(ep, reason)
+            else:
+                self.mark_ok(ep)
+
+    def confirm(self, ep: Endpoint) -> bool:
+        """After a model error: is the server still fine? Marks it failed when not."""
+        reason = probe(ep.url, self.model)
+        if reason:
+            self.mark_failed(ep, reason)
+            return False
+        return True
+
+    def snapshot(self) -> list[dict[str, object]]:
+        with self.cond:
+            return [{"url": e.url, "healthy": e.healthy, "in_flight": e.in_flight, "cap": e.cap,
+                     "last_error": e.last_error} for e in self.endpoints]

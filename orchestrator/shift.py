@@ -1,0 +1,373 @@
+"""The overnight shift: N workers pulling tasks from the store, each attempt in its own workspace and sandbox.
+
+Threads: `workers` run attempts (one at a time each); one monitor thread renews leases, re-probes failed
+servers, enforces the deadline and token budget, and runs the watchdog. Every state change goes to the
+store first, so killing the process at any point loses at most the in-flight steps of running attempts.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agent.loop import AgentConfig
+from agent.model import ModelConfig, ModelUnavailable
+from agent.run import RunRequest
+from agent.trajectory import ExitStatus, Trajectory, load_trajectory, write_text_atomic
+from orchestrator.branches import BranchConflict, ensure_branch
+from orchestrator.endpoints import Endpoint, EndpointPool
+from orchestrator.errors import UsageError
+from orchestrator.events import EventLog
+from orchestrator.executors import Executor, make_executor
+from orchestrator.store import AttemptRow, Store, TaskRow
+from orchestrator.summary import write_summary
+from orchestrator.tasks import StaticTaskSource, TaskSource
+from sandbox.git import repo_toplevel
+from sandbox.select import NoIsolationAvailable
+
+INFRA_STATUSES = {ExitStatus.model_error.value, "server_unavailable"}
+
+
+class ShiftOptions(BaseModel):
+    repo: Path
+    out: Path
+    model: str
+    base_urls: list[str]
+    workers: int = Field(default=4, gt=0)
+    per_server_cap: int | None = Field(default=None, gt=0)
+    """Concurrent attempts per server; default: all workers."""
+    deadline: float | None = None
+    """Unix time at which in-flight attempts are stopped (resumable) and the shift ends."""
+    token_budget: int | None = Field(default=None, gt=0)
+    max_steps: int = Field(default=100, gt=0)
+    task_timeout_s: float = Field(default=3600, gt=0)
+    max_attempts: int = Field(default=2, gt=0)
+    max_infra_retries: int = Field(default=20, ge=0)
+    stall_s: float = Field(default=900, gt=0)
+    """Watchdog: an attempt without a new step for this long is stopped."""
+    sandbox: str = "auto"
+    executor: str = "local"
+    ray_address: str | None = None
+    model_timeout_s: float = Field(default=600, gt=0)
+    model_retries: int = Field(default=3, ge=0)
+    max_tokens: int = Field(default=4096, gt=0)
+    temperature: float = 0.0
+    command_timeout_s: float = Field(default=300, gt=0)
+    heartbeat_s: float = Field(default=1.0, gt=0)
+    lease_s: float = Field(default=30.0, gt=0)
+    backoff_s: float = Field(default=2.0, gt=0)
+    drain_grace_s: float = Field(default=5.0, ge=0)
+
+
+class ShiftReport(BaseModel):
+    complete: bool
+    stopped: str | None
+    counts: dict[str, Any]
+    summary_path: Path
+    events_path: Path
+
+
+class Running:
+    """What the scheduler knows about one in-flight attempt (the dashboard reads these)."""
+    def __init__(self, task: TaskRow, attempt: AttemptRow, endpoint: Endpoint):
+        self.task, self.attempt, self.endpoint = task, attempt, endpoint
+        self.steps = self.tokens = 0
+        self.last_progress = time.monotonic()
+        self.started = time.monotonic()
+        self.stop_reason: str | None = None
+
+
+def parse_until(text: str, now: datetime | None = None) -> float:
+    """HH:MM today, or tomorrow when that time has passed, as a Unix time."""
+    now = now or datetime.now()
+    try:
+        hour, minute = (int(p) for p in text.split(":"))
+        target = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    except ValueError:
+        raise UsageError(f"--until must be HH:MM (24-hour clock), not {text!r}") from None
+    if target <= now:
+        target = target.fromtimestamp(target.timestamp() + 86400)
+    return target.timestamp()
+
+
+class Shift:
+    def __init__(self, options: ShiftOptions, sources: list[TaskSource] | None = None,
+                 executor: Executor | None = None):
+        self.opt = options
+        self.repo = repo_toplevel(options.repo.expanduser().resolve())
+        self.out = options.out.expanduser().resolve()
+        self.runs_dir = self.out / "runs"
+        self.sources = list(sources or [])
+        self.executor_override = executor
+        self.running: dict[int, Running] = {}
+        self.lock = threading.Lock()
+        self.draining = threading.Event()
+        self.stop_all = threading.Event()
+        self.stopped: str | None = None
+        self.signals = 0
+        self.started = time.time()
+        self.finished = False
+        self.fatal: str | None = None
+        self.events: EventLog
+        self.store: Store
+        self.pool: EndpointPool
+
+    # --- life cycle -----------------------------------------------------------------------------------
+
+    def run(self, install_signals: bool = False, on_start: Callable[["Shift"], None] = lambda s: None) -> ShiftReport:
+        self.out.mkdir(parents=True, exist_ok=True)
+        lock_file = open(self.out / "shift.lock", "w")
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"another shift is running on {self.out} (see `nightowl status {self.out}`)") from None
+        self.store = Store(self.out)
+        self.events = EventLog(self.out / "events.jsonl")
+        old_handlers: dict[int, Any] = {}
+        try:
+            self.store.bind_shift({"repo": str(self.repo)})
+            self.pull_tasks(limit=None)
+            self.events.emit("shift_start", pid=os.getpid(), workers=self.opt.workers, tasks=self.store.counts()["tasks"],
+                             model=self.opt.model, base_urls=self.opt.base_urls, executor=self.opt.executor)
+            self.recover()
+            self.pool = EndpointPool(self.opt.base_urls, self.opt.model,
+                                     self.opt.per_server_cap or self.opt.workers, backoff_s=self.opt.backoff_s,
+                                     on_change=lambda url, ok, why: self.events.emit(
+                                         "server_up" if ok else "server_down", url=url, reason=why))
+            self.pool.check_all()
+            if not self.pool.any_healthy():
+                self.events.emit("dispatch_paused", reason="no healthy model server")
+            executor = self.executor_override or make_executor(self.opt.executor, self.opt.ray_address, self.opt.workers)
+            if install_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    old_handlers[sig] = signal.signal(sig, self.on_signal)
+            on_start(self)
+            try:
+                self.loop(executor)
+            finally:
+                executor.close()
+            if self.fatal:
+                raise NoIsolationAvailable(self.fatal)
+            counts = self.store.counts()
+            complete = counts["states"]["queued"] == 0 and counts["states"]["running"] == 0
+            summary = write_summary(self.store, self.out, self.stopped)
+            self.events.emit("shift_end", complete=complete, stopped=self.stopped, **counts)
+            return ShiftReport(complete=complete, stopped=self.stopped, counts=counts, summary_path=summary,
+                               events_path=self.events.path)
+        finally:
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+            self.events.close()
+            self.store.close()
+            lock_file.close()
+
+    def loop(self, executor: Executor) -> None:
+        monitor = threading.Thread(target=self.monitor, name="shift-monitor", daemon=True)
+        workers = [threading.Thread(target=self.worker, args=(executor,), name=f"shift-worker-{i}", daemon=True)
+                   for i in range(self.opt.workers)]
+        monitor.start()
+        for w in workers:
+            w.start()
+        for w in workers:
+            while w.is_alive():
+                w.join(0.2)  # short joins keep the main thread responsive to signals
+        self.finished = True
+        monitor.join()
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        self.signals += 1
+        name = signal.Signals(signum).name
+        if self.signals == 1:
+            self.stop("drain", f"{name}: draining (in-flight attempts finish; a second signal stops them)")
+        else:
+            self.stop("interrupted", f"{name} again: stopping in-flight attempts", hard=True)
+            threading.Thread(target=self.hard_exit, daemon=True).start()
+
+    def hard_exit(self) -> None:
+        """After a second signal: give attempts a moment to record `interrupted`, then leave; resume reclaims the rest."""
+        end = time.monotonic() + self.opt.drain_grace_s
+        while self.running and time.monotonic() < end:
+            time.sleep(0.1)
+        if self.running:
+            self.events.emit("hard_exit", left_running=[r.attempt.run_id for r in list(self.running.values())])
+            os._exit(130)
+
+    def stop(self, why: str, message: str, hard: bool = False) -> None:
+        if self.stopped is None or hard:
+            self.stopped = why
+            self.events.emit("stopping", reason=why, message=message, hard=hard)
+        self.draining.set()
+        if hard:
+            self.stop_all.set()
+
+    # --- tasks ----------------------------------------------------------------------------------------
+
+    def pull_tasks(self, limit: int | None) -> None:
+        for source in self.sources:
+            batch = source.next_tasks(limit if limit is not None else 10**9)
+            if batch:
+                added = self.store.add_tasks(batch, source.name)
+                if added:
+                    self.events.emit("tasks_added", source=source.name, count=added)
+
+    def recover(self) -> None:
+        """Attempts still marked running belong to a dead process (we hold the shift lock): adopt or retry them."""
+        for attempt in self.store.stale_attempts(self.opt.lease_s, owner_alive=False):
+            traj = read_trajectory(Path(attempt.run_dir))
+            shutil.rmtree(Path(attempt.run_dir) / "workspace", ignore_errors=True)
+            if traj is not None and traj.exit_status == ExitStatus.submitted:
+                write_text_atomic(Path(attempt.run_dir) / "patch.diff", traj.patch)
+                self.events.emit("attempt_adopted", task=attempt.task_id, run_id=attempt.run_id)
+                self.record_submitted(self.store.task(attempt.task_id), attempt, traj)
+            else:
+                self.store.mark_dead(attempt.id, "its process died (lease not renewed)")
+                self.events.emit("attempt_dead", task=attempt.task_id, run_id=attempt.run_id)
+
+    # --- workers --------------------------------------------------------------------------------------
+
+    def worker(self, executor: Executor) -> None:
+        while not self.draining.is_set():
+            endpoint = self.pool.acquire(should_give_up=self.draining.is_set)
+            if endpoint is None:
+                return
+            try:
+                claim = self.store.claim_next(endpoint.url, self.runs_dir)
+                if claim is None:
+                    self.pull_tasks(limit=self.opt.workers)
+                    claim = self.store.claim_next(endpoint.url, self.runs_dir)
+                if claim is None:
+                    if self.store.counts()["states"]["running"] == 0:
+                        return
+                    time.sleep(0.2)  # a running attempt may still be put back in the queue
+                    continue
+                self.run_attempt(executor, endpoint, *claim)
+            finally:
+                self.pool.release(endpoint)
+
+    def run_attempt(self, executor: Executor, endpoint: Endpoint, task: TaskRow, attempt: AttemptRow) -> None:
+        state = Running(task, attempt, endpoint)
+        with self.lock:
+            self.running[attempt.id] = state
+        self.events.emit("attempt_start", task=task.id, run_id=attempt.run_id, server=endpoint.url)
+
+        def progress(steps: int, tokens: int) -> None:
+            state.steps, state.tokens, state.last_progress = steps, tokens, time.monotonic()
+
+        def should_stop() -> bool:
+            if self.stop_all.is_set() and state.stop_reason is None:
+                state.stop_reason = self.stopped or "stopped"
+            return state.stop_reason is not None
+
+        request = RunRequest(
+            repo=self.repo, task=task.task, commit=task.commit_ish, out_dir=self.runs_dir, run_id=attempt.run_id,
+            sandbox=self.opt.sandbox, create_branch=False,  # type: ignore[arg-type]
+            model=ModelConfig(base_url=endpoint.url, model=self.opt.model, timeout_s=self.opt.model_timeout_s,
+                              max_retries=self.opt.model_retries, max_tokens=self.opt.max_tokens,
+                              temperature=self.opt.temperature),
+            agent=AgentConfig(max_steps=task.max_steps or self.opt.max_steps, max_wall_s=self.opt.task_timeout_s,
+                              command_timeout_s=self.opt.command_timeout_s))
+        try:
+            try:
+                executor.run(request, should_stop, progress)
+            except NoIsolationAvailable as e:
+                self.fatal = str(e)
+                self.finish(state, "sandbox_unavailable", str(e), counts=False)
+                self.stop("fatal", self.fatal, hard=True)
+                return
+            except ModelUnavailable as e:
+                self.pool.mark_failed(endpoint, str(e))
+                self.finish(state, "server_unavailable", str(e), counts=False)
+                return
+            except Exception as e:  # a broken attempt (git, sandbox set-up...) must not take the shift down
+                self.finish(state, "error", f"{type(e).__name__}: {e}", counts=True)
+                return
+            traj = read_trajectory(Path(attempt.run_dir))
+            if traj is None:
+                self.finish(state, "error", "the attempt left no readable trajectory", counts=True)
+                return
+            state.steps, state.tokens = len(traj.steps), traj.usage.total_tokens
+            status = traj.exit_status
+            if status == ExitStatus.submitted:
+                self.record_submitted(task, attempt, traj, state)
+            elif status == ExitStatus.model_error:
+                # Whether the server died or kept failing, it is not the task's fault: back off and retry.
+                self.pool.mark_failed(endpoint, traj.exit_message[:200])
+                self.finish(state, status.value, traj.exit_message, counts=False)
+            elif status == ExitStatus.interrupted:
+                watchdog = (state.stop_reason or "").startswith("watchdog")
+                self.finish(state, status.value, state.stop_reason or traj.exit_message, counts=watchdog)
+            else:
+                self.finish(state, status.value, traj.exit_message, counts=True)
+        finally:
+            with self.lock:
+                self.running.pop(attempt.id, None)
+
+    def finish(self, state: Running | None, exit_status: str, reason: str, counts: bool, attempt: AttemptRow | None = None,
+               final: bool = False, branch: str | None = None, steps: int = 0, tokens: int = 0) -> None:
+        attempt = attempt or state.attempt  # type: ignore[union-attr]
+        if state is not None:
+            steps, tokens = state.steps, state.tokens
+        task_state = self.store.finish_attempt(
+            attempt.id, exit_status, reason, steps, tokens, counts=counts, final=final, branch=branch,
+            max_attempts=self.opt.max_attempts, max_infra_retries=self.opt.max_infra_retries)
+        self.events.emit("attempt_end", task=attempt.task_id, run_id=attempt.run_id, exit_status=exit_status,
+                         reason=reason[:300], steps=steps, tokens=tokens, task_state=task_state, branch=branch)
+
+    def record_submitted(self, task: TaskRow, attempt: AttemptRow, traj: Trajectory, state: Running | None = None) -> None:
+        try:
+            branch: str | None = ensure_branch(self.repo, task.id, task.task, attempt.run_id, traj.base_commit, traj.patch)
+            reason = traj.exit_message
+        except BranchConflict as e:
+            branch, reason = None, str(e)
+        self.finish(state, ExitStatus.submitted.value, reason, counts=True, attempt=attempt, final=True, branch=branch,
+                    steps=len(traj.steps), tokens=traj.usage.total_tokens)
+
+    # --- monitor --------------------------------------------------------------------------------------
+
+    def monitor(self) -> None:
+        while not self.finished:
+            time.sleep(self.opt.heartbeat_s)
+            with self.lock:
+                running = list(self.running.values())
+            self.store.heartbeat([r.attempt.id for r in running],
+                                 {r.attempt.id: (r.steps, r.tokens) for r in running})
+            self.pool.recheck_due()
+            now = time.monotonic()
+            for r in running:
+                if r.stop_reason is None and now - r.last_progress > self.opt.stall_s:
+                    r.stop_reason = f"watchdog: no step for {self.opt.stall_s:g} s"
+                    self.events.emit("watchdog", task=r.task.id, run_id=r.attempt.run_id)
+            if self.opt.deadline and time.time() >= self.opt.deadline and not self.stop_all.is_set():
+                self.stop("deadline", "deadline reached: stopping in-flight attempts (resumable)", hard=True)
+            if (self.opt.token_budget and not self.stop_all.is_set()
+                    and self.store.total_tokens() >= self.opt.token_budget):
+                self.stop("token_budget", f"token budget of {self.opt.token_budget} reached", hard=True)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            running = [{"task": r.task.id, "run_id": r.attempt.run_id, "server": r.endpoint.url, "steps": r.steps,
+                        "tokens": r.tokens, "elapsed_s": time.monotonic() - r.started,
+                        "idle_s": time.monotonic() - r.last_progress} for r in self.running.values()]
+        return {"counts": self.store.counts(), "running": running, "servers": self.pool.snapshot(),
+                "elapsed_s": time.time() - self.started, "deadline": self.opt.deadline, "stopped": self.stopped}
+
+
+def read_trajectory(run_dir: Path) -> Trajectory | None:
+    try:
+        return load_trajectory(run_dir / "trajectory.json")
+    except (OSError, ValueError):
+        return None
+
+
+def file_source(path: Path) -> StaticTaskSource:
+    from orchestrator.tasks import load_tasks_file
+    return StaticTaskSource(load_tasks_file(path), name=str(path))

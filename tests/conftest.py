@@ -1,0 +1,42 @@
+"""Shared fixtures: the tiny model (built once per session) and one real vLLM server for the whole suite.
+
+Starting vLLM on CPU costs ~30-60 s and ~3 GB, so every test that needs it shares the session server.
+"""
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TINY_SERVED_NAME = "tiny"
+TINY_MAX_MODEL_LEN = 4096
+# Random weights write endless whitespace inside a constrained call; pinning every tool's argument schema (and
+# the logit bias in tests/cross) lets vLLM's hermes parser return real tool calls from the tiny model.
+TINY_EXTRA_ARGS = ["--tool-strict-level", "parameter"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.tiny_model import build_tiny_model
+
+    started = time.monotonic()
+    path = build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+    print(f"\n[tiny model built in {time.monotonic() - started:.1f} s]")
+    return path
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator["VLLMServer"]:
+    from orchestrator.serving import ServerConfig, VLLMServer
+
+    if importlib.util.find_spec("vllm") is None:
+        pytest.fail("vLLM is not installed: install nightowl[serve-cpu] (see README); CI must run this test")
+    config = ServerConfig(model=str(tiny_model_dir), served_model_name=TINY_SERVED_NAME, device="cpu",
+                          max_model_len=TINY_MAX_MODEL_LEN, max_lora_rank=8, max_loras=2,
+                          startup_timeout_s=600, extra_args=TINY_EXTRA_ARGS, log_path=tmp_path_factory.mktemp("vllm") / "server.log")
+    with VLLMServer(config) as server:
+        print(f"\n[vLLM server healthy after {server.startup_s:.1f} s at {server.base_url}]")
+        yield server
