@@ -171,7 +171,7 @@ def history_message(message: dict[str, Any], parsed: ParsedMessage) -> dict[str,
     decodes past arguments to render them and would reject the whole request otherwise. The raw reply is
     kept in the step record.
     """
-    if parsed.source == "none":
+    if not parsed.calls:
         return {"role": "assistant", "content": message.get("content") or ""}
     return {"role": "assistant", "content": parsed.text, "tool_calls": [
         {"id": c.id, "type": "function",

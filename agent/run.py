@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from agent.loop import Agent, AgentConfig
 from agent.model import Model, ModelConfig, OpenAIChatModel
 from agent.trajectory import ExitStatus, Trajectory, save_trajectory, write_text_atomic
-from sandbox.git import repo_toplevel
+from sandbox.git import repo_toplevel, resolve_commit
 from sandbox.limits import ResourceLimits
 from sandbox.select import SandboxKind, open_sandbox
 from sandbox.workspace import commit_patch_to_branch, create_workspace, remove_workspace
@@ -68,8 +68,9 @@ def run_task(request: RunRequest, model: Model | None = None,
     if agent_config.context_length is None and card.get("max_model_len"):
         agent_config = agent_config.model_copy(update={"context_length": int(card["max_model_len"])})
 
+    base_commit = resolve_commit(repo, request.commit)
     run_dir.mkdir(parents=True, exist_ok=False)
-    workspace = create_workspace(repo, request.commit, run_dir / "workspace")
+    workspace = create_workspace(repo, base_commit, run_dir / "workspace")
     trajectory = Trajectory(
         run_id=run_id, task=request.task, repo=str(repo), base_commit=workspace.base_commit,
         model=request.model.model, base_url=request.model.base_url, tools=[],

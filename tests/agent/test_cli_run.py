@@ -57,6 +57,7 @@ def server():
     ("unreachable", "cannot reach the model server"),
     ("unknown-model", "is not served by"),
     ("missing-task-file", "task file"),
+    ("bad-commit", "is not a commit"),
 ])
 def test_bad_input_is_one_clear_line(case, expected, user_repo, tmp_path, server):
     repo, task, url, model = user_repo, ["--task", "fix it"], server.base_url, "coder"
@@ -70,6 +71,8 @@ def test_bad_input_is_one_clear_line(case, expected, user_repo, tmp_path, server
         url = "http://127.0.0.1:9/v1"
     elif case == "unknown-model":
         model = "gpt-17"
+    elif case == "bad-commit":
+        task = ["--task", "fix it", "--commit", "no-such-branch"]
     elif case == "missing-task-file":
         task = ["--task-file", str(tmp_path / "missing.md")]
     proc = nightowl("run", repo, *task, "--base-url", url, "--model", model, "--out", tmp_path / "out",
