@@ -7,15 +7,17 @@ capability). Memory and process count are capped by one cgroup per run; CPU and 
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from sandbox.base import CommandResult, SandboxError
-from sandbox.cgroups import RunCgroup
+from sandbox.cgroups import RunCgroup, owner_alive, reap_stale_cgroups
 from sandbox.environment import sandbox_environment
 from sandbox.files import WorkspaceFiles
 from sandbox.limits import ResourceLimits, apply_rlimits
@@ -27,6 +29,28 @@ log = logging.getLogger(__name__)
 REPO = "/repo"
 INSIDE_HOME = "/tmp"
 ALWAYS_PROTECTED_DIRS = (".git/hooks", ".git/info")
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNS, MS_BIND, MS_REC, MS_PRIVATE = 0x00020000, 4096, 16384, 1 << 18
+
+
+def _checked(rc: int) -> None:
+    if rc != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+def stage_mounts(binds: list[tuple[bytes, bytes]]) -> None:
+    """In the forked child, as root: a private mount namespace where `binds` (source, target) are mounted.
+
+    bwrap, run unprivileged, resolves its bind sources with the dropped uid and cannot reach a workspace
+    under a 0700 directory; staging it under a traversable directory fixes that without touching the host.
+    """
+    _checked(_libc.unshare(CLONE_NEWNS))
+    _checked(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None))
+    for source, target in binds:
+        _checked(_libc.mount(source, target, None, MS_BIND | MS_REC, None))
 
 
 def find_bwrap() -> str | None:
@@ -57,6 +81,21 @@ def bwrap_works(uid: int = 65534, gid: int = 65534) -> str | None:
     if proc.returncode != 0:
         return f"bwrap failed: {proc.stderr.decode(errors='replace').strip()}"
     return None
+
+
+def reap_stale_stages() -> None:
+    """Remove staging directories (empty mount points only) of orchestrators that died without closing."""
+    for d in Path(tempfile.gettempdir()).glob("nightowl-stage-*"):
+        if not owner_alive(d.name.replace("nightowl-stage-", "nightowl-", 1)):
+            for child in d.iterdir():
+                try:
+                    child.rmdir() if child.is_dir() else child.unlink()
+                except OSError:
+                    pass
+            try:
+                d.rmdir()
+            except OSError:
+                pass
 
 
 def _chown_tree(root: Path, uid: int, gid: int, skip: set[Path]) -> None:
@@ -94,12 +133,17 @@ class BubblewrapSandbox:
         self.files = WorkspaceFiles(self.host_root, REPO, protected=tuple(policy.protected_paths),
                                     owner=(self.uid, self.gid) if self.privileged else None)
         self.cgroup: RunCgroup | None = None
+        if self.privileged:
+            reap_stale_stages()
+            reap_stale_cgroups()
         if use_cgroups:
             try:
                 self.cgroup = RunCgroup(policy.limits.memory_mb, policy.limits.max_processes)
             except OSError as exc:
                 log.warning("no cgroup for this run (%s); memory and process limits fall back to rlimits", exc)
-        self._fds: list[int] = []
+        self._stage: str | None = None
+        self._stage_binds: list[tuple[bytes, bytes]] = []
+        self._closed = False
         try:
             self.argv_prefix = self._build_argv()
         except BaseException:
@@ -114,11 +158,20 @@ class BubblewrapSandbox:
         # Protected paths stay root-owned: even a rename trick inside cannot make them writable.
         _chown_tree(self.host_root, self.uid, self.gid, {self.host_root / rel for rel in self._protected})
 
-    def _open_fd(self, path: str | Path) -> int:
-        # bwrap runs as the unprivileged uid and could not traverse e.g. a 0700 temp dir: hand it O_PATH fds.
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        self._fds.append(fd)
-        return fd
+    def _source(self, path: str | Path) -> str:
+        """Where bwrap finds `path`: staged under a traversable directory when we drop privileges."""
+        if not self.privileged:
+            return str(path)
+        if self._stage is None:
+            self._stage = tempfile.mkdtemp(prefix=f"nightowl-stage-{os.getpid()}-")
+            os.chmod(self._stage, 0o711)
+        target = os.path.join(self._stage, str(len(self._stage_binds)))
+        if os.path.isdir(path):
+            os.mkdir(target)
+        else:
+            open(target, "w").close()
+        self._stage_binds.append((os.fsencode(path), os.fsencode(target)))
+        return target
 
     def _alternate_object_dirs(self) -> list[str]:
         objects = self.host_root / ".git" / "objects"
@@ -177,12 +230,13 @@ class BubblewrapSandbox:
                 "--perms", "1777", "--size", str(p.shm_size_mb * 1024 * 1024), "--tmpfs", "/dev/shm"]
         args += self._hidden_args()
         for path in self._alternate_object_dirs():
-            args += ["--ro-bind-fd", str(self._open_fd(path)), path]
+            args += ["--ro-bind", self._source(path), path]
         for path in p.writable_paths:
-            args += ["--bind-fd", str(self._open_fd(path)), os.path.realpath(path)]
-        args += ["--bind-fd", str(self._open_fd(self.host_root)), REPO]
+            args += ["--bind", self._source(path), os.path.realpath(path)]
+        repo = self._source(self.host_root)
+        args += ["--bind", repo, REPO]
         for rel in self._protected:
-            args += ["--ro-bind-fd", str(self._open_fd(self.host_root / rel)), f"{REPO}/{rel}"]
+            args += ["--ro-bind", f"{repo}/{rel}", f"{REPO}/{rel}"]
         args += ["--remount-ro", "/", "--unshare-all", "--unshare-user", "--disable-userns"]
         if p.network:
             args += ["--share-net"]
@@ -200,6 +254,8 @@ class BubblewrapSandbox:
         return args
 
     def _preexec(self) -> None:
+        if self._stage_binds:
+            stage_mounts(self._stage_binds)
         cg = self.cgroup
         if cg is not None:
             cg.join()
@@ -214,10 +270,10 @@ class BubblewrapSandbox:
     # -- Sandbox protocol ----------------------------------------------------------------------------
 
     def execute(self, command: str, timeout: float) -> CommandResult:
-        if self.bwrap is None or not self._fds:
+        if self._closed:
             raise SandboxError("the sandbox is closed")
         return run_process([*self.argv_prefix, "--", "bash", "-c", command], cwd="/", env={}, timeout=timeout,
-                           preexec=self._preexec, pass_fds=self._fds, sweep=self._sweep)
+                           preexec=self._preexec, sweep=self._sweep)
 
     def host_path(self, path: str) -> Path:
         return self.files.host_path(path)
@@ -274,9 +330,7 @@ class BubblewrapSandbox:
         if self.cgroup is not None:
             self.cgroup.close()
             self.cgroup = None
-        for fd in self._fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._fds = []
+        if self._stage is not None:
+            shutil.rmtree(self._stage, ignore_errors=True)  # only empty mount points: mounts were per-command
+            self._stage = None
+        self._closed = True

@@ -54,11 +54,37 @@ def _v1_base(controller: str) -> Path | None:
     return base if os.access(base, os.W_OK) else None
 
 
+def owner_alive(name: str) -> bool:
+    """Names are `nightowl-<pid>-<random>`; unparsable names count as alive (never ours to remove)."""
+    parts = name.split("-")
+    if len(parts) < 3 or not parts[1].isdigit():
+        return True
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_stale_cgroups() -> None:
+    """Remove empty run cgroups left by orchestrators that died without closing their sandboxes."""
+    bases = [b for b in (_v2_base(), _v1_base("memory"), _v1_base("pids")) if b is not None]
+    for base in bases:
+        for d in base.glob("nightowl-*"):
+            if not owner_alive(d.name):
+                try:
+                    d.rmdir()  # fails (harmlessly) while processes are still inside
+                except OSError:
+                    pass
+
+
 class RunCgroup:
     """Memory and pids limits shared by every command of one sandbox run."""
 
     def __init__(self, memory_mb: int | None, max_processes: int | None, name: str | None = None):
-        self.name = name or f"nightowl-{uuid.uuid4().hex[:12]}"
+        self.name = name or f"nightowl-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.dirs: list[Path] = []
         self.procs_files: list[str] = []
         self.version = "none"
@@ -140,7 +166,7 @@ class RunCgroup:
 
     def kill_all(self, attempts: int = 50) -> int:
         """SIGKILL everything in the group until it is empty; returns how many survivors remained (0)."""
-        for _ in range(attempts):
+        for attempt in range(attempts):
             pids = self.pids_inside()
             if not pids:
                 return 0
@@ -149,7 +175,8 @@ class RunCgroup:
                     os.kill(pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
-            time.sleep(0.01)
+            # Usually these are the sandbox's last processes still being torn down: back off from 0.5 ms.
+            time.sleep(min(0.0005 * 2 ** attempt, 0.02))
         return len(self.pids_inside())
 
     def close(self) -> None:

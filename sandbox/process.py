@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import tempfile
@@ -19,6 +20,32 @@ def kill_process_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def wait_for_exit(proc: subprocess.Popen, timeout: float) -> int | None:
+    """The exit code, or None at the timeout.
+
+    Blocks on a pidfd instead of `Popen.wait(timeout)`, whose sleep-and-poll loop adds up to half the
+    command's duration (about 5 ms on a 15 ms sandboxed command).
+    """
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or poller.poll(remaining * 1000):
+                break
+    finally:
+        os.close(pidfd)
+    return proc.poll()
 
 
 def read_head_and_tail(path: str, limit: int = MAX_CAPTURED_BYTES) -> tuple[str, int]:
@@ -49,12 +76,9 @@ def run_process(argv: Sequence[str], *, cwd: str, env: dict[str, str], timeout: 
             list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=preexec, pass_fds=tuple(pass_fds), close_fds=True,
         )
-        timed_out = False
+        returncode: int | None = None
         try:
-            returncode: int | None = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            returncode = None
+            returncode = wait_for_exit(proc, timeout)
         finally:
             # The leader may be gone while children it backgrounded still run: sweep the whole group.
             kill_process_group(proc.pid)
@@ -62,6 +86,7 @@ def run_process(argv: Sequence[str], *, cwd: str, env: dict[str, str], timeout: 
                 proc.wait()
             if sweep is not None:
                 sweep()
+        timed_out = returncode is None
         out.flush()
         text, dropped = read_head_and_tail(f"/proc/self/fd/{out.fileno()}")
     return CommandResult(output=text, returncode=returncode, timed_out=timed_out,
