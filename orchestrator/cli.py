@@ -54,11 +54,14 @@ def read_task(task: str | None, task_file: Path | None) -> str:
     return task
 
 
-def sandbox_choice(dangerously_no_sandbox: bool) -> str:
+def sandbox_choice(requested: str, dangerously_no_sandbox: bool) -> str:
+    if requested not in ("auto", "bwrap", "docker"):
+        raise UsageError(f"--sandbox must be auto, bwrap or docker, not {requested!r} "
+                         "(running without isolation is --dangerously-no-sandbox)")
     if dangerously_no_sandbox:
         console.print(UNSANDBOXED_BANNER)
         return "local"
-    return "auto"
+    return requested
 
 
 def step_printer(quiet: bool) -> Callable[[Trajectory], None]:
@@ -88,6 +91,7 @@ def run(
     tool_choice: str = typer.Option("auto", "--tool-choice", help="auto or required."),
     command_timeout: float = typer.Option(300.0, "--command-timeout", help="Seconds before a command is killed."),
     api_key_env: str = typer.Option("NIGHTOWL_API_KEY", "--api-key-env", help="Environment variable with the API key."),
+    sandbox: str = typer.Option("auto", "--sandbox", help="auto (bubblewrap), bwrap or docker."),
     dangerously_no_sandbox: bool = typer.Option(False, "--dangerously-no-sandbox", help="Run agent commands without isolation."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the result."),
 ) -> None:
@@ -98,7 +102,7 @@ def run(
     if tool_choice not in ("auto", "required"):
         raise UsageError(f"--tool-choice must be auto or required, not {tool_choice!r}")
     agent_config = AgentConfig(max_steps=max_steps, command_timeout_s=command_timeout)
-    sandbox = sandbox_choice(dangerously_no_sandbox)
+    sandbox = sandbox_choice(sandbox, dangerously_no_sandbox)
 
     def go(url: str, served: str) -> None:
         request = RunRequest(repo=repo, task=text, commit=commit, out_dir=out_dir, agent=agent_config,

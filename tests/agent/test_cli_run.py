@@ -22,13 +22,13 @@ def test_run_json_then_show(user_repo, tmp_path):
     before = snapshot(user_repo)
     with ScriptedServer(by_turn(fix_the_bug())) as server:
         proc = nightowl("run", user_repo, "--task", "fix add()", "--base-url", server.base_url, "--model",
-                        server.model, "--out", tmp_path / "runs", "--json", "--dangerously-no-sandbox")
+                        server.model, "--out", tmp_path / "runs", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert set(result) == {"run_id", "exit_status", "patch_path", "trajectory_path", "branch"}
     assert result["exit_status"] == "submitted" and result["branch"] == f"nightowl/{result['run_id']}"
     assert "+    return a + b" in Path(result["patch_path"]).read_text()
-    assert "RUNNING WITHOUT A SANDBOX" in proc.stderr
+    assert "RUNNING WITHOUT A SANDBOX" not in proc.stderr
     assert snapshot(user_repo) == before
     assert git(user_repo, "branch", "--list", "nightowl/*").strip().endswith(result["run_id"])
 
@@ -42,6 +42,7 @@ def test_run_that_does_not_submit_exits_non_zero(user_repo, tmp_path):
         proc = nightowl("run", user_repo, "--task", "fix add()", "--base-url", server.base_url, "--model",
                         server.model, "--out", tmp_path, "--dangerously-no-sandbox")
     assert proc.returncode == 1 and "format_error" in proc.stdout
+    assert "RUNNING WITHOUT A SANDBOX" in proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,7 @@ def server():
     ("unknown-model", "is not served by"),
     ("missing-task-file", "task file"),
     ("bad-commit", "is not a commit"),
+    ("bad-sandbox", "--sandbox must be"),
 ])
 def test_bad_input_is_one_clear_line(case, expected, user_repo, tmp_path, server):
     repo, task, url, model = user_repo, ["--task", "fix it"], server.base_url, "coder"
@@ -71,6 +73,8 @@ def test_bad_input_is_one_clear_line(case, expected, user_repo, tmp_path, server
         url = "http://127.0.0.1:9/v1"
     elif case == "unknown-model":
         model = "gpt-17"
+    elif case == "bad-sandbox":
+        task = ["--task", "fix it", "--sandbox", "chroot"]
     elif case == "bad-commit":
         task = ["--task", "fix it", "--commit", "no-such-branch"]
     elif case == "missing-task-file":

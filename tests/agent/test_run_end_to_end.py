@@ -16,17 +16,18 @@ from tests.agent.conftest import git, snapshot
 from tests.agent.scripts import by_turn, fix_the_bug, hermes, native
 
 
-def request_for(repo: Path, server: ScriptedServer, out: Path, **agent: object) -> RunRequest:
-    return RunRequest(repo=repo, task="add() subtracts instead of adding; fix it.", sandbox="local", out_dir=out,
+def request_for(repo: Path, server: ScriptedServer, out: Path, sandbox: str = "local", **agent: object) -> RunRequest:
+    return RunRequest(repo=repo, task="add() subtracts instead of adding; fix it.", sandbox=sandbox, out_dir=out,
                       model=ModelConfig(base_url=server.base_url, model=server.model, max_retries=3, timeout_s=30),
                       agent=AgentConfig(**{"max_steps": 20, "command_timeout_s": 20, **agent}))
 
 
-@pytest.mark.parametrize("call", [native, hermes], ids=["native-tool-calls", "hermes-text"])
-def test_agent_fixes_a_bug_and_leaves_the_user_checkout_alone(user_repo, tmp_path, call):
+@pytest.mark.parametrize("call,sandbox", [(native, "auto"), (hermes, "auto"), (native, "local")],
+                         ids=["native-tool-calls-bwrap", "hermes-text-bwrap", "native-tool-calls-unsandboxed"])
+def test_agent_fixes_a_bug_and_leaves_the_user_checkout_alone(user_repo, tmp_path, call, sandbox):
     before = snapshot(user_repo)
     with ScriptedServer(by_turn(fix_the_bug(call))) as server:
-        outcome = run_task(request_for(user_repo, server, tmp_path / "runs"))
+        outcome = run_task(request_for(user_repo, server, tmp_path / "runs", sandbox=sandbox))
 
     assert outcome.exit_status == ExitStatus.submitted
     patch = outcome.patch_path.read_text()
@@ -46,6 +47,9 @@ def test_agent_fixes_a_bug_and_leaves_the_user_checkout_alone(user_repo, tmp_pat
     assert traj.messages[-1]["role"] == "tool"
     assert [s.executions[0].tool for s in traj.steps] == ["bash", "str_replace_editor", "bash", "submit", "submit"]
     assert traj.steps[0].parse_source == ("native" if call is native else "hermes")
+    assert traj.sandbox["backend"] == ("bwrap" if sandbox == "auto" else "local")
+    if sandbox == "auto":
+        assert "/repo" in traj.messages[1]["content"]  # no host temp paths reach the model
     assert "tests pass" in traj.steps[2].executions[0].observation
     assert traj.steps[2].executions[0].exit_code == 0
     assert "Review" in traj.steps[3].executions[0].observation or "review" in traj.steps[3].executions[0].observation
