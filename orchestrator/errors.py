@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from agent.model import ModelUnavailable
+from orchestrator.serving import ServingError
 from sandbox.base import SandboxError
 from sandbox.git import GitError
 
@@ -10,5 +11,5 @@ class UsageError(ValueError):
     pass
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (UsageError, ValueError, GitError, ModelUnavailable, SandboxError,
+USER_ERRORS: tuple[type[BaseException], ...] = (UsageError, ValueError, GitError, ModelUnavailable, SandboxError, ServingError,
                                                  FileNotFoundError, FileExistsError, PermissionError)

@@ -64,6 +64,9 @@ class ServerConfig(BaseModel):
     startup_timeout_s: float = Field(default=900.0, gt=0)
     log_path: Path | None = None
     """Server stdout+stderr; default a new temp file (its path is in every error message)."""
+    die_with_parent: bool = True
+    """Linux: the server gets SIGTERM if the thread that started it dies (even by kill -9), so a crashed shift
+    does not leave a server holding the port and GPU memory. Start it from a long-lived thread."""
 
 
 def default_tool_parser(model: str) -> str:
@@ -198,7 +201,8 @@ class VLLMServer:
         started = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                            env=build_env(device), start_new_session=True)
+                                            env=build_env(device), start_new_session=True,
+                                            preexec_fn=term_on_parent_death if self.config.die_with_parent else None)
         try:
             self.wait_healthy(started + self.config.startup_timeout_s)
         except BaseException:
@@ -242,6 +246,14 @@ class VLLMServer:
         # Also reaps stragglers whose parent already exited (the group outlives its leader).
         signal_group(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def term_on_parent_death() -> None:
+    """Runs in the child between fork and exec: PR_SET_PDEATHSIG(SIGTERM)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:

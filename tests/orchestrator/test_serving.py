@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -200,3 +201,29 @@ def test_adapter_helpers_over_http(tmp_path: Path) -> None:
         httpd.shutdown()
     with pytest.raises(AdapterError, match="cannot reach"):
         load_adapter(base, "round1", tmp_path, timeout_s=2)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_server_dies_with_a_killed_parent(tmp_path: Path) -> None:
+    """A shift killed with SIGKILL must not leave its model server running (port, GPU memory)."""
+    pid_file = tmp_path / "server.pid"
+    parent = (
+        "import os, sys, time\n"
+        "from orchestrator.serving import ServerConfig, VLLMServer\n"
+        f"code = {HEALTH_SERVER!r}\n"
+        f"s = VLLMServer(ServerConfig(model='m', device='cpu', log_path={str(tmp_path / 'log')!r}),"
+        " launcher=[sys.executable, '-c', code])\n"
+        f"s.start(); open({str(pid_file)!r}, 'w').write(str(s.process.pid)); time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", parent], cwd=Path(__file__).resolve().parents[2])
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() or not pid_file.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    server_pid = int(pid_file.read_text())
+    assert pid_alive(server_pid)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while pid_alive(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(server_pid)
