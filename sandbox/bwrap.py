@@ -19,11 +19,11 @@ from pathlib import Path
 from sandbox.base import CommandResult, SandboxError
 from sandbox.cgroups import RunCgroup, owner_alive, reap_stale_cgroups
 from sandbox.environment import sandbox_environment
-from sandbox.files import WorkspaceFiles
+from sandbox.files import WorkspaceBackedFiles, WorkspaceFiles
 from sandbox.limits import ResourceLimits, apply_rlimits
 from sandbox.policy import Policy
 from sandbox.process import run_process
-from sandbox.workspace import Workspace, workspace_diff
+from sandbox.workspace import Workspace
 
 log = logging.getLogger(__name__)
 REPO = "/repo"
@@ -108,7 +108,7 @@ def _chown_tree(root: Path, uid: int, gid: int, skip: set[Path]) -> None:
                 os.lchown(here / name, uid, gid)
 
 
-class BubblewrapSandbox:
+class BubblewrapSandbox(WorkspaceBackedFiles):
     name = "bwrap"
     root = REPO
 
@@ -275,17 +275,8 @@ class BubblewrapSandbox:
         return run_process([*self.argv_prefix, "--", "bash", "-c", command], cwd="/", env={}, timeout=timeout,
                            preexec=self._preexec, sweep=self._sweep)
 
-    def host_path(self, path: str) -> Path:
-        return self.files.host_path(path)
-
-    def read_file(self, path: str) -> bytes:
-        return self.files.read(path)
-
-    def write_file(self, path: str, data: bytes) -> None:
-        self.files.write(path, data)
-
     def diff(self) -> str:
-        patch = workspace_diff(self.workspace)
+        patch = super().diff()
         # Host-side `git add` wrote root-owned objects; hand them back so git inside can keep writing.
         if self.privileged:
             _chown_tree(self.host_root / ".git" / "objects", self.uid, self.gid,

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from sandbox.base import CommandResult, SandboxError
 from sandbox.environment import sandbox_environment
-from sandbox.files import WorkspaceFiles
+from sandbox.files import WorkspaceBackedFiles, WorkspaceFiles
 from sandbox.limits import ResourceLimits
 from sandbox.policy import Policy
 from sandbox.process import run_process
-from sandbox.workspace import Workspace, workspace_diff
+from sandbox.workspace import Workspace
 
 REPO = "/repo"
 DEFAULT_IMAGE = os.environ.get("NIGHTOWL_DOCKER_IMAGE", "debian:bookworm-slim")
@@ -40,7 +40,7 @@ def _docker(*args: str, timeout: float = 120) -> str:
     return proc.stdout.decode(errors="replace")
 
 
-class DockerSandbox:
+class DockerSandbox(WorkspaceBackedFiles):
     name = "docker"
     root = REPO
 
@@ -99,18 +99,6 @@ class DockerSandbox:
     def _sweep(self) -> None:
         # Killing the `docker exec` client leaves its process running in the container: kill all but init.
         subprocess.run(["docker", "exec", self.container, "kill", "-9", "-1"], capture_output=True, timeout=30)
-
-    def host_path(self, path: str) -> Path:
-        return self.files.host_path(path)
-
-    def read_file(self, path: str) -> bytes:
-        return self.files.read(path)
-
-    def write_file(self, path: str, data: bytes) -> None:
-        self.files.write(path, data)
-
-    def diff(self) -> str:
-        return workspace_diff(self.workspace)
 
     def self_check(self) -> dict[str, bool | str]:
         return {"backend": self.name, "isolated": True, "network_blocked": not self.policy.network,

@@ -5,6 +5,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from sandbox.base import PathOutsideWorkspace, ProtectedPath
+from sandbox.workspace import Workspace, workspace_diff
 
 PROTECTED_RELATIVE_PATHS = (".git/hooks", ".git/config", ".git/info", ".git/objects/info/alternates")
 
@@ -64,3 +65,22 @@ class WorkspaceFiles:
             os.chown(tmp, *self.owner)
         os.replace(tmp, host)
         return host
+
+
+class WorkspaceBackedFiles:
+    """The file half of the Sandbox protocol, shared by every backend: host-side, confined, plus the diff."""
+
+    files: WorkspaceFiles
+    workspace: Workspace
+
+    def host_path(self, path: str) -> Path:
+        return self.files.host_path(path)
+
+    def read_file(self, path: str) -> bytes:
+        return self.files.read(path)
+
+    def write_file(self, path: str, data: bytes) -> None:
+        self.files.write(path, data)
+
+    def diff(self) -> str:
+        return workspace_diff(self.workspace)

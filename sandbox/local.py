@@ -6,17 +6,16 @@ development and for machines where nothing isolating works, and is only chosen e
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 
 from sandbox.base import CommandResult
 from sandbox.environment import sandbox_environment
-from sandbox.files import WorkspaceFiles
+from sandbox.files import WorkspaceBackedFiles, WorkspaceFiles
 from sandbox.limits import ResourceLimits, apply_rlimits
 from sandbox.process import run_process
-from sandbox.workspace import Workspace, workspace_diff
+from sandbox.workspace import Workspace
 
 
-class LocalSandbox:
+class LocalSandbox(WorkspaceBackedFiles):
     name = "local"
 
     def __init__(self, workspace: Workspace, limits: ResourceLimits | None = None):
@@ -30,18 +29,6 @@ class LocalSandbox:
     def execute(self, command: str, timeout: float) -> CommandResult:
         return run_process(["bash", "-c", command], cwd=self.root, env=self.env, timeout=timeout,
                            preexec=lambda: apply_rlimits(self.limits))
-
-    def host_path(self, path: str) -> Path:
-        return self.files.host_path(path)
-
-    def read_file(self, path: str) -> bytes:
-        return self.files.read(path)
-
-    def write_file(self, path: str, data: bytes) -> None:
-        self.files.write(path, data)
-
-    def diff(self) -> str:
-        return workspace_diff(self.workspace)
 
     def self_check(self) -> dict[str, bool | str]:
         return {"backend": self.name, "isolated": False, "network_blocked": False, "secrets_scrubbed": True,
