@@ -7,6 +7,7 @@ from typing import Any, Literal, Protocol
 
 import httpx
 import openai
+from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, Field
 
 from agent.trajectory import Usage
@@ -94,11 +95,14 @@ class OpenAIChatModel:
               max_tokens: int | None = None) -> ModelResponse:
         start = time.monotonic()
         try:
-            completion = self.client.chat.completions.create(
-                model=self.config.model, messages=messages, tools=tools, tool_choice=self.config.tool_choice,
-                temperature=self.config.temperature, max_tokens=max_tokens or self.config.max_tokens,
-                extra_body=self.config.extra_body or None,
-            )
+            # `client.post` rather than `chat.completions.create`: the latter walks every message through
+            # openai's TypedDict transform, which costs ~0.2 ms per message on every step (75 ms at 400
+            # messages) and made the loop O(n^2). Retries, timeouts and error types are the same.
+            completion = self.client.post("/chat/completions", cast_to=ChatCompletion, body={
+                "model": self.config.model, "messages": messages, "tools": tools,
+                "tool_choice": self.config.tool_choice, "temperature": self.config.temperature,
+                "max_tokens": max_tokens or self.config.max_tokens, **self.config.extra_body,
+            })
         except openai.BadRequestError as e:
             text = str(e).lower()
             if "context length" in text or "maximum context" in text or "too long" in text:

@@ -42,5 +42,15 @@ def ensure_branch(repo: Path, task_id: str, task: str, run_id: str, base_commit:
     if owner is not None:
         raise BranchConflict(f"branch {branch} already exists (from {owner or 'outside nightowl'}); left untouched, "
                              "the patch is in the run directory")
-    commit_patch_to_branch(repo, base_commit, patch, branch, message=commit_message(task, run_id))
+    try:
+        commit_patch_to_branch(repo, base_commit, patch, branch, message=commit_message(task, run_id))
+    except GitError:
+        # A shift killed inside `git update-ref` leaves the ref's lock file behind. The nightowl/ namespace is
+        # ours and the caller holds the shift lock, so a lock there is stale: remove it and try once more.
+        lock = Path(git(repo, "rev-parse", "--git-common-dir").strip())
+        lock = (lock if lock.is_absolute() else repo / lock) / "refs" / "heads" / f"{branch}.lock"
+        if not lock.exists():
+            raise
+        lock.unlink()
+        commit_patch_to_branch(repo, base_commit, patch, branch, message=commit_message(task, run_id))
     return branch

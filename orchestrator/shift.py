@@ -12,6 +12,7 @@ import shutil
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +32,7 @@ from orchestrator.executors import Executor, make_executor
 from orchestrator.store import AttemptRow, Store, TaskRow
 from orchestrator.summary import write_summary
 from orchestrator.tasks import StaticTaskSource, TaskSource
-from sandbox.git import repo_toplevel
+from sandbox.git import GitError, repo_toplevel
 from sandbox.select import NoIsolationAvailable
 
 INFRA_STATUSES = {ExitStatus.model_error.value, "server_unavailable"}
@@ -123,7 +124,9 @@ class Shift:
 
     # --- life cycle -----------------------------------------------------------------------------------
 
-    def run(self, install_signals: bool = False, on_start: Callable[["Shift"], None] = lambda s: None) -> ShiftReport:
+    def run(self, install_signals: bool = False, on_start: Callable[["Shift"], None] = lambda s: None,
+            on_end: Callable[["Shift"], None] = lambda s: None) -> ShiftReport:
+        """Runs the shift to completion or until stopped; `on_start`/`on_end` bracket the live part (dashboard)."""
         self.out.mkdir(parents=True, exist_ok=True)
         lock_file = open(self.out / "shift.lock", "w")
         try:
@@ -154,6 +157,7 @@ class Shift:
             try:
                 self.loop(executor)
             finally:
+                on_end(self)
                 executor.close()
             if self.fatal:
                 raise NoIsolationAvailable(self.fatal)
@@ -249,7 +253,11 @@ class Shift:
                         return
                     time.sleep(0.2)  # a running attempt may still be put back in the queue
                     continue
-                self.run_attempt(executor, endpoint, *claim)
+                try:
+                    self.run_attempt(executor, endpoint, *claim)
+                except Exception as e:  # a bug must cost one attempt, not hang the shift with a running task
+                    self.events.emit("worker_error", run_id=claim[1].run_id, error=f"{type(e).__name__}: {e}")
+                    self.finish(None, "error", f"worker error: {type(e).__name__}: {e}", counts=True, attempt=claim[1])
             finally:
                 self.pool.release(endpoint)
 
@@ -287,8 +295,12 @@ class Shift:
                 self.pool.mark_failed(endpoint, str(e))
                 self.finish(state, "server_unavailable", str(e), counts=False)
                 return
-            except Exception as e:  # a broken attempt (git, sandbox set-up...) must not take the shift down
+            except (GitError, ValueError) as e:  # the task itself is bad (e.g. an unknown commit): counts
                 self.finish(state, "error", f"{type(e).__name__}: {e}", counts=True)
+                return
+            except Exception as e:  # set-up trouble (sandbox, disk): retried, bounded by max_infra_retries
+                self.events.emit("attempt_error", run_id=attempt.run_id, traceback=traceback.format_exc(limit=8))
+                self.finish(state, "error", f"{type(e).__name__}: {e}", counts=False)
                 return
             traj = read_trajectory(Path(attempt.run_dir))
             if traj is None:
@@ -326,8 +338,8 @@ class Shift:
         try:
             branch: str | None = ensure_branch(self.repo, task.id, task.task, attempt.run_id, traj.base_commit, traj.patch)
             reason = traj.exit_message
-        except BranchConflict as e:
-            branch, reason = None, str(e)
+        except (BranchConflict, GitError) as e:
+            branch, reason = None, f"no branch: {e}"
         self.finish(state, ExitStatus.submitted.value, reason, counts=True, attempt=attempt, final=True, branch=branch,
                     steps=len(traj.steps), tokens=traj.usage.total_tokens)
 

@@ -86,16 +86,18 @@ def bwrap_works(uid: int = 65534, gid: int = 65534) -> str | None:
 def reap_stale_stages() -> None:
     """Remove staging directories (empty mount points only) of orchestrators that died without closing."""
     for d in Path(tempfile.gettempdir()).glob("nightowl-stage-*"):
-        if not owner_alive(d.name.replace("nightowl-stage-", "nightowl-", 1)):
+        if owner_alive(d.name.replace("nightowl-stage-", "nightowl-", 1)):
+            continue
+        # Several sandboxes may open at once after a crash and reap the same directory: losing is fine.
+        try:
             for child in d.iterdir():
                 try:
                     child.rmdir() if child.is_dir() else child.unlink()
                 except OSError:
                     pass
-            try:
-                d.rmdir()
-            except OSError:
-                pass
+            d.rmdir()
+        except OSError:
+            pass
 
 
 def _chown_tree(root: Path, uid: int, gid: int, skip: set[Path]) -> None:

@@ -12,7 +12,7 @@ from orchestrator.dashboard import Dashboard
 from orchestrator.endpoints import EndpointPool
 from orchestrator.errors import UsageError
 from orchestrator.shift import Shift, ShiftOptions, file_source, parse_until
-from tests.orchestrator.helpers import agent_reply, make_repo, write_tasks
+from tests.orchestrator.helpers import SANDBOX, agent_reply, make_repo, write_tasks
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,7 +60,7 @@ def test_token_budget_stops_the_shift(tmp_path):
     tasks = write_tasks(tmp_path / "tasks.jsonl", 10)
     with ScriptedServer(lambda r: agent_reply(r, sleep=0.2)) as server:
         opts = ShiftOptions(repo=repo, out=tmp_path / "out", model="scripted", base_urls=[server.base_url],
-                            workers=2, sandbox="local", heartbeat_s=0.1, token_budget=500)
+                            workers=2, sandbox=SANDBOX, heartbeat_s=0.1, token_budget=500)
         report = Shift(opts, sources=[file_source(tasks)]).run()
     assert report.stopped == "token_budget" and not report.complete
     assert report.counts["states"]["running"] == 0

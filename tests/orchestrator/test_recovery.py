@@ -4,11 +4,11 @@ import sqlite3
 from agent.scripted_server import ScriptedServer
 from orchestrator.shift import Shift, ShiftOptions, file_source
 from orchestrator.store import SCHEMA_VERSION, Store
-from tests.orchestrator.helpers import agent_reply, git, make_repo, nightowl_branches, write_tasks
+from tests.orchestrator.helpers import SANDBOX, agent_reply, git, make_repo, nightowl_branches, write_tasks
 
 
 def run(repo, out, tasks, url):
-    opts = ShiftOptions(repo=repo, out=out, model="scripted", base_urls=[url], workers=2, sandbox="local",
+    opts = ShiftOptions(repo=repo, out=out, model="scripted", base_urls=[url], workers=2, sandbox=SANDBOX,
                         heartbeat_s=0.2)
     return Shift(opts, sources=[file_source(tasks)]).run()
 
@@ -75,3 +75,14 @@ def test_a_resume_must_name_the_same_repo(tmp_path):
         run(repo, tmp_path / "out", tasks, server.base_url)
         with pytest.raises(StoreError, match="another --out"):
             run(other, tmp_path / "out", tasks, server.base_url)
+
+
+def test_stale_ref_lock_from_a_killed_update_ref_is_cleared(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    lock = repo / ".git" / "refs" / "heads" / "nightowl" / "t-000.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("")
+    tasks = write_tasks(tmp_path / "tasks.jsonl", 1)
+    with ScriptedServer(agent_reply) as server:
+        assert run(repo, tmp_path / "out", tasks, server.base_url).complete
+    assert nightowl_branches(repo) == ["nightowl/t-000"] and not lock.exists()

@@ -7,11 +7,11 @@ import pytest
 
 from agent.scripted_server import ScriptedServer
 from orchestrator.shift import Shift, ShiftOptions, file_source
-from tests.orchestrator.helpers import agent_reply, task_of, fingerprint, git, make_repo, nightowl_branches, write_tasks
+from tests.orchestrator.helpers import SANDBOX, agent_reply, task_of, fingerprint, git, make_repo, nightowl_branches, write_tasks
 
 
 def options(repo: Path, out: Path, urls: list[str], **kw) -> ShiftOptions:
-    base = dict(repo=repo, out=out, model="scripted", base_urls=urls, workers=8, sandbox="local",
+    base = dict(repo=repo, out=out, model="scripted", base_urls=urls, workers=8, sandbox=SANDBOX,
                 heartbeat_s=0.2, backoff_s=0.2, model_retries=1, model_timeout_s=5)
     base.update(kw)
     return ShiftOptions(**base)

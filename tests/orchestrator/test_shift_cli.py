@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from agent.scripted_server import ScriptedServer
-from tests.orchestrator.helpers import agent_reply, fingerprint, git, make_repo, nightowl_branches, write_tasks
+from tests.orchestrator.helpers import SANDBOX, agent_reply, fingerprint, git, make_repo, nightowl_branches, write_tasks
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def shift_cmd(repo, tasks, url, out, workers=8, *extra):
     return [sys.executable, "-m", "orchestrator.cli", "shift", str(repo), "--tasks", str(tasks), "--workers",
-            str(workers), "--base-url", url, "--model", "scripted", "--out", str(out), "--sandbox", "local", "--json",
+            str(workers), "--base-url", url, "--model", "scripted", "--out", str(out), "--sandbox", SANDBOX, "--json",
             *extra]
 
 
@@ -35,11 +35,11 @@ def status(out: Path) -> dict:
     return json.loads(r.stdout)
 
 
-def attempt_ends(out: Path) -> int:
+def attempt_ends(out: Path, event: str = "attempt_end") -> int:
     path = out / "events.jsonl"
     if not path.exists():
         return 0
-    return sum('"attempt_end"' in line for line in path.read_text().splitlines())
+    return sum(f'"{event}"' in line for line in path.read_text().splitlines())
 
 
 def wait_for(cond, timeout=60.0):
@@ -55,7 +55,7 @@ def check_results(out: Path, repo: Path, n: int) -> None:
     db = sqlite3.connect(out / "shift.sqlite")
     rows = db.execute("SELECT task_id, exit_status, branch, run_dir FROM results").fetchall()
     assert len(rows) == n and len({r[0] for r in rows}) == n, "a task is lost or has two results"
-    assert all(r[1] == "submitted" for r in rows)
+    assert all(r[1] == "submitted" for r in rows), [(r, json.loads((Path(r[3]) / "trajectory.json").read_text())["exit_message"] if (Path(r[3]) / "trajectory.json").exists() else None) for r in rows if r[1] != "submitted"]
     branches = nightowl_branches(repo)
     assert sorted(branches) == sorted(r[2] for r in rows) and len(branches) == n
     for task_id, _, branch, run_dir in rows:
@@ -79,10 +79,10 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
         cmd = shift_cmd(repo, tasks, server.base_url, out)
         for _ in range(4):
             proc = start(cmd)
-            done_before = attempt_ends(out)
+            started_before = attempt_ends(out, "attempt_start")
             # kill some time after it got going: mid-attempt, mid-branch, mid-write
-            wait_for(lambda: attempt_ends(out) > done_before or proc.poll() is not None)
-            time.sleep(rng.uniform(0.0, 1.0))
+            wait_for(lambda: attempt_ends(out, "attempt_start") > started_before or proc.poll() is not None)
+            time.sleep(rng.uniform(0.0, 0.8))
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 kills += 1
@@ -146,7 +146,7 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
     cases = [
         (["--tasks", str(tmp_path / "missing.jsonl")], "does not exist"),
         (["--tasks", str(write_tasks(tmp_path / "t.jsonl", 1)), "--until", "25:99"], "--until"),
-        (["--tasks", str(tmp_path / "t.jsonl"), "--sandbox", "docker"], "--sandbox"),
+        (["--tasks", str(tmp_path / "t.jsonl"), "--sandbox", "nope"], "--sandbox"),
     ]
     for extra, expected in cases:
         cmd = [sys.executable, "-m", "orchestrator.cli", "shift", str(repo), "--base-url", "http://127.0.0.1:9/v1",
