@@ -73,7 +73,7 @@ class Agent:
         if stop := self.limit_reached():
             return stop
         max_tokens = self.completion_budget()
-        if max_tokens < MIN_COMPLETION_TOKENS:
+        if max_tokens < min(MIN_COMPLETION_TOKENS, self.model.config.max_tokens):
             return self.finish(ExitStatus.context_exceeded, "the next request would not fit the context window")
         started_at, t0 = now_iso(), time.monotonic()
         try:

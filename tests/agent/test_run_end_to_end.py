@@ -168,3 +168,12 @@ def test_trajectory_is_written_after_every_step(user_repo, tmp_path):
                  progress=lambda t: seen.append(len(json.loads(
                      (tmp_path / t.run_id / "trajectory.json").read_text())["steps"])))
     assert seen == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_small_max_tokens_setting_is_not_mistaken_for_a_full_context(user_repo, tmp_path):
+    with ScriptedServer(by_turn(fix_the_bug()), max_model_len=32768) as server:
+        request = request_for(user_repo, server, tmp_path)
+        request.model.max_tokens = 16
+        outcome = run_task(request)
+        assert {r["max_tokens"] for r in server.chat_requests()} == {16}
+    assert outcome.exit_status == ExitStatus.submitted
