@@ -271,9 +271,10 @@ def render(rows: list[dict], sandbox: str, steps: int, extra: dict) -> str:
               "history, parsing the reply, re-serialising and fsyncing the trajectory) share the two cores; the "
               "scheduler and store add a few transactions per attempt and one heartbeat transaction per second. "
               "A real model takes seconds per step, so 64 agents need roughly 64 / (step seconds) steps/s, "
-              "e.g. 13 steps/s at 5 s/step: below what this 2-core machine sustains here. The largest "
-              "per-step cost on our side that grows with the run is the OpenAI client's request transform "
-              "(see the client CPU line); sending the body without it would flatten that curve.", ""]
+              "e.g. 13 steps/s at 5 s/step: below what this 2-core machine sustains here. The client "
+              "sends the request body as-is (no per-message transform), so its CPU per call stays flat as the "
+              "history grows (see the client CPU line); the tools' own CPU (children CPU) is what saturates the "
+              "cores.", ""]
     return "\n".join(lines)
 
 
