@@ -17,7 +17,7 @@ def sandbox_environment(home: str, extra: dict[str, str] | None = None,
     env.setdefault("PATH", DEFAULT_PATH)
     env.update({
         "HOME": home,
-        "TERM": env.get("TERM", "dumb") if env.get("TERM") not in (None, "") else "dumb",
+        "TERM": env.get("TERM") or "dumb",
         "PAGER": "cat", "GIT_PAGER": "cat", "MANPAGER": "cat",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PIP_NO_INPUT": "1", "GIT_TERMINAL_PROMPT": "0",

@@ -10,13 +10,10 @@ from typing import Any
 
 def _sandbox_kind() -> str:
     """bubblewrap where it works (the real isolation), else the unisolated local backend."""
-    try:
-        from sandbox.bwrap import bwrap_works
-        from sandbox.policy import Policy
-        p = Policy()
-        return "auto" if bwrap_works(p.run_as_uid, p.run_as_gid) is None else "local"
-    except Exception:
-        return "local"
+    from sandbox.bwrap import bwrap_works
+    from sandbox.policy import Policy
+    p = Policy()
+    return "auto" if bwrap_works(p.run_as_uid, p.run_as_gid) is None else "local"
 
 
 SANDBOX = _sandbox_kind()
