@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agent.model import ContextWindowExceeded, Model, ModelCallFailed
+from agent.model import REASONING_KEY, ContextWindowExceeded, Model, ModelCallFailed
 from agent.parsing import ParsedMessage, ToolCall, parse_message
 from agent.prompts import render
 from agent.tools import ToolBox
@@ -169,11 +169,12 @@ def history_message(message: dict[str, Any], parsed: ParsedMessage) -> dict[str,
     Text-mode calls are re-expressed as native `tool_calls` (what the chat template renders back as the
     same `<tool_call>` text), and arguments that are not valid JSON are replaced by `{}`: the server
     decodes past arguments to render them and would reject the whole request otherwise. The raw reply is
-    kept in the step record.
+    kept in the step record. The reply's reasoning stays with it (the model client decides whether it is sent).
     """
+    reasoning = {REASONING_KEY: message[REASONING_KEY]} if message.get(REASONING_KEY) else {}
     if not parsed.calls:
-        return {"role": "assistant", "content": message.get("content") or ""}
-    return {"role": "assistant", "content": parsed.text, "tool_calls": [
+        return {"role": "assistant", "content": message.get("content") or "", **reasoning}
+    return {"role": "assistant", "content": parsed.text, **reasoning, "tool_calls": [
         {"id": c.id, "type": "function",
          "function": {"name": c.name, "arguments": c.raw_arguments if c.error is None else "{}"}}
         for c in parsed.calls]}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -10,6 +11,7 @@ import openai
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, Field
 
+from agent.chat_template import read_chat_template, template_uses_reasoning
 from agent.trajectory import Usage
 
 
@@ -29,11 +31,22 @@ class ModelConfig(BaseModel):
     """Retries with exponential backoff on 5xx, 429, timeouts and dropped connections."""
     extra_body: dict[str, Any] = Field(default_factory=dict)
     """Sent as-is, e.g. {"chat_template_kwargs": {"enable_thinking": false}} for Qwen3."""
+    reasoning_in_history: bool | None = None
+    """Send past turns' `reasoning_content` back (templates that render it: GLM interleaved thinking, Qwen3).
+    None: decided at start-up from the served checkpoint's chat template when the server's model is a local
+    directory, else off. Either way the reasoning stays in the trajectory."""
+
+
+REASONING_KEY = "reasoning_content"
+"""Where an assistant message keeps its reasoning, in the trajectory and in requests (chat templates read it)."""
+REPLY_REASONING_KEYS = ("reasoning", "reasoning_content")
+"""vLLM >= 0.10 returns `reasoning`; older servers (and some others) `reasoning_content`."""
 
 
 class ModelResponse(BaseModel):
     message: dict[str, Any]
-    """The assistant message as the server returned it (role, content, tool_calls)."""
+    """The assistant message as the server returned it (role, content, tool_calls), its reasoning (if any) as
+    `reasoning_content`."""
     raw: dict[str, Any]
     usage: Usage
     finish_reason: str | None
@@ -57,6 +70,22 @@ class Model(Protocol):
 
     def query(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
               max_tokens: int | None = None) -> ModelResponse: ...
+
+
+def reply_message(message: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a returned assistant message the agent keeps, reasoning under REASONING_KEY."""
+    kept = {k: v for k, v in message.items() if k in ("content", "tool_calls")}
+    reasoning = next((message[k] for k in REPLY_REASONING_KEYS if isinstance(message.get(k), str) and message[k]), None)
+    if reasoning:
+        kept[REASONING_KEY] = reasoning
+    return {"role": "assistant", **kept}
+
+
+def request_messages(messages: list[dict[str, Any]], with_reasoning: bool) -> list[dict[str, Any]]:
+    """The history as sent: past reasoning is dropped unless the chat template renders it."""
+    if with_reasoning:
+        return messages
+    return [{k: v for k, v in m.items() if k != REASONING_KEY} if REASONING_KEY in m else m for m in messages]
 
 
 def normalize_base_url(url: str) -> str:
@@ -88,8 +117,10 @@ class OpenAIChatModel:
         if self.config.model not in ids:
             raise ModelUnavailable(f"model {self.config.model!r} is not served by {url}; it serves: "
                                    f"{', '.join(ids) or 'nothing'} (pass one of these to --model)")
-        card = next(c for c in cards if c.id == self.config.model)
-        return card.model_dump()
+        card = next(c for c in cards if c.id == self.config.model).model_dump()
+        if self.config.reasoning_in_history is None:
+            self.config = self.config.model_copy(update={"reasoning_in_history": served_template_uses_reasoning(card)})
+        return card
 
     def query(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
               max_tokens: int | None = None) -> ModelResponse:
@@ -99,7 +130,8 @@ class OpenAIChatModel:
             # openai's TypedDict transform, which costs ~0.2 ms per message on every step (75 ms at 400
             # messages) and made the loop O(n^2). Retries, timeouts and error types are the same.
             completion = self.client.post("/chat/completions", cast_to=ChatCompletion, body={
-                "model": self.config.model, "messages": messages, "tools": tools,
+                "model": self.config.model, "tools": tools,
+                "messages": request_messages(messages, bool(self.config.reasoning_in_history)),
                 "tool_choice": self.config.tool_choice, "temperature": self.config.temperature,
                 "max_tokens": max_tokens or self.config.max_tokens, **self.config.extra_body,
             })
@@ -112,12 +144,19 @@ class OpenAIChatModel:
             raise ModelCallFailed(f"model call failed after {self.config.max_retries} retries: {e}") from None
         raw = completion.model_dump(exclude_none=True)
         choice = completion.choices[0]
-        message = choice.message.model_dump(exclude_none=True)
-        message = {k: v for k, v in message.items() if k in ("role", "content", "tool_calls")}
-        message["role"] = "assistant"
+        message = reply_message(choice.message.model_dump(exclude_none=True))
         usage = completion.usage
         return ModelResponse(
             message=message, raw=raw, finish_reason=choice.finish_reason, duration_s=time.monotonic() - start,
             usage=Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                         total_tokens=usage.total_tokens) if usage else Usage(),
         )
+
+
+def served_template_uses_reasoning(card: dict[str, Any]) -> bool:
+    """vLLM's model card names the checkpoint in `root` (`parent` for an adapter): read its template if local."""
+    for key in ("root", "parent"):
+        directory = card.get(key)
+        if isinstance(directory, str) and Path(directory).is_dir():
+            return template_uses_reasoning(read_chat_template(Path(directory)))
+    return False

@@ -69,7 +69,9 @@ def run_task(request: RunRequest, model: Model | None = None,
         agent_config = agent_config.model_copy(update={"context_length": int(card["max_model_len"])})
 
     base_commit = resolve_commit(repo, request.commit)
-    run_dir.mkdir(parents=True, exist_ok=False)
+    if trajectory_path.exists():
+        raise FileExistsError(f"run {run_id} already exists: {trajectory_path}")
+    run_dir.mkdir(parents=True, exist_ok=True)  # `nightowl run` may have put its server's log there already
     workspace = create_workspace(repo, base_commit, run_dir / "workspace")
     trajectory = Trajectory(
         run_id=run_id, task=request.task, repo=str(repo), base_commit=workspace.base_commit,

@@ -230,7 +230,7 @@ def pick_family(template: str | None, model_type: str | None, names: list[str]) 
     for family in FAMILIES:
         if model_type and model_type in family.model_types:
             return family, f"model_type {model_type}"
-    return DEFAULT_FAMILY, "the default (nothing more specific matched)"
+    return DEFAULT_FAMILY, "the default: no other family matched"
 
 
 def checkpoint_names(checkpoint: Checkpoint, given: str) -> list[str]:

@@ -16,6 +16,10 @@ from agent.model import ModelConfig
 from agent.run import DEFAULT_OUT, RunRequest, outcome_json, run_task
 from agent.trajectory import ExitStatus, Trajectory, load_trajectory
 from orchestrator.errors import USER_ERRORS, UsageError
+from orchestrator.serve_options import (PASSTHROUGH, SERVING_FLAGS, Adapters, DataParallel, Device, ExpertParallel,
+                                        GpuMemory, Lora, MaxLoraRank, MaxLoras, MaxModelLen, ReasoningParser,
+                                        TensorParallel, ToolCallParser, log_path_for, server_config,
+                                        serving_flags_given)
 from orchestrator.shift_cli import register as register_shift_commands
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -75,9 +79,10 @@ def step_printer(quiet: bool) -> Callable[[Trajectory], None]:
     return show
 
 
-@app.command()
+@app.command(context_settings=PASSTHROUGH)
 @user_errors
 def run(
+    ctx: typer.Context,
     repo: Path = typer.Argument(..., help="The git repository to work on (never modified except for a result branch)."),
     task: Optional[str] = typer.Option(None, "--task", help="What to do, as text."),
     task_file: Optional[Path] = typer.Option(None, "--task-file", help="What to do, read from a file."),
@@ -94,22 +99,35 @@ def run(
     sandbox: str = typer.Option("auto", "--sandbox", help="auto (bubblewrap), bwrap or docker."),
     dangerously_no_sandbox: bool = typer.Option(False, "--dangerously-no-sandbox", help="Run agent commands without isolation."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the result."),
+    max_model_len: MaxModelLen = None, gpu_memory_utilization: GpuMemory = None,
+    tensor_parallel_size: TensorParallel = None, data_parallel_size: DataParallel = None,
+    enable_expert_parallel: ExpertParallel = False, tool_call_parser: ToolCallParser = None,
+    reasoning_parser: ReasoningParser = None, device: Device = "auto",
 ) -> None:
-    """Run one agent on REPO until it submits a patch or a limit is reached."""
-    from orchestrator.serving import ServerConfig, VLLMServer
+    """Run one agent on REPO until it submits a patch or a limit is reached.
 
+    Without --base-url, vLLM is started for --model (its log goes to the run directory); the serving flags
+    and any arguments after -- are for that server."""
+    from agent.run import new_run_id
+    from orchestrator.serving import VLLMServer
+
+    flags = {k: v for k, v in locals().items() if k in SERVING_FLAGS}
+    if base_url and (given := serving_flags_given(ctx.args, **flags)):
+        raise UsageError(f"{', '.join(given)} only apply when nightowl starts the server: drop them or --base-url")
     text = read_task(task, task_file)
     if tool_choice not in ("auto", "required"):
         raise UsageError(f"--tool-choice must be auto or required, not {tool_choice!r}")
     agent_config = AgentConfig(max_steps=max_steps, command_timeout_s=command_timeout)
     sandbox = sandbox_choice(sandbox, dangerously_no_sandbox)
 
-    def go(url: str, served: str) -> None:
+    run_id = new_run_id()
+
+    def go(url: str, served: str, reasoning_in_history: bool | None = None) -> None:
         request = RunRequest(repo=repo, task=text, commit=commit, out_dir=out_dir, agent=agent_config,
-                             sandbox=sandbox,  # type: ignore[arg-type]
+                             sandbox=sandbox, run_id=run_id,  # type: ignore[arg-type]
                              model=ModelConfig(base_url=url, model=served, max_tokens=max_tokens,
                                                temperature=temperature, tool_choice=tool_choice,  # type: ignore[arg-type]
-                                               api_key_env=api_key_env))
+                                               api_key_env=api_key_env, reasoning_in_history=reasoning_in_history))
         outcome = run_task(request, progress=step_printer(as_json))
         if as_json:
             out.print_json(json.dumps(outcome_json(outcome)))
@@ -124,10 +142,14 @@ def run(
 
     if base_url:
         go(base_url, model)
-    else:
-        console.print(f"[dim]no --base-url: starting a vLLM server for {model} (this takes a while)…[/]")
-        with VLLMServer(ServerConfig(model=model)) as server:
-            go(server.base_url, server.served_model_name)
+        return
+    server = VLLMServer(server_config(model, ctx.args, log_path=log_path_for(out_dir, run_id), **flags))
+    for line in server.plan.warnings:
+        console.print(f"[bold yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+    console.print(f"[dim]no --base-url: starting vLLM for {model} (this takes a while); log: {server.log_path}[/]",
+                  highlight=False, soft_wrap=True)
+    with server:
+        go(server.base_url, server.served_model_name, server.plan.reasoning_in_history)
 
 
 @app.command()
@@ -158,21 +180,40 @@ def tiny_model(directory: Path = typer.Argument(..., help="Where to write the mo
     out.print(f"tiny model written to {path}")
 
 
-@app.command()
+@app.command(context_settings=PASSTHROUGH)
 @user_errors
-def serve(model: str = typer.Option(..., "--model", help="Hub id or local model directory."),
-          adapter: list[str] = typer.Option([], "--adapter", help="LoRA adapter NAME=PATH (repeatable)."),
+def serve(ctx: typer.Context,
+          model: str = typer.Option(..., "--model", help="Hub id, local model directory, or LoRA adapter directory."),
           port: int = typer.Option(8000, "--port"),
           host: str = typer.Option("127.0.0.1", "--host"),
+          api_key: Optional[str] = typer.Option(None, "--api-key", envvar="NIGHTOWL_API_KEY", show_default=False,
+                                                help="Key clients must send; required when --host is not loopback."),
           served_model_name: Optional[str] = typer.Option(None, "--served-model-name"),
-          max_model_len: Optional[int] = typer.Option(None, "--max-model-len")) -> None:
-    """Run the real vLLM OpenAI server until interrupted."""
-    from orchestrator.serving import ServerConfig, VLLMServer, parse_adapters, serve_forever
+          adapter: Adapters = [], lora: Lora = False, max_lora_rank: MaxLoraRank = None, max_loras: MaxLoras = None,
+          max_model_len: MaxModelLen = None, gpu_memory_utilization: GpuMemory = None,
+          tensor_parallel_size: TensorParallel = None, data_parallel_size: DataParallel = None,
+          enable_expert_parallel: ExpertParallel = False, tool_call_parser: ToolCallParser = None,
+          reasoning_parser: ReasoningParser = None, device: Device = "auto",
+          dry_run: bool = typer.Option(False, "--dry-run", help="Print the command and environment; start nothing."),
+          log: Optional[Path] = typer.Option(None, "--log", help="vLLM's output (default: a new temp file)."),
+          ) -> None:
+    """Run the real vLLM OpenAI server until interrupted (arguments after -- go to vLLM untouched)."""
+    from orchestrator.serving import VLLMServer, describe_plan, serve_forever
 
-    config = ServerConfig(model=model, port=port, host=host, adapters=parse_adapters(adapter),
-                          served_model_name=served_model_name, max_model_len=max_model_len)
-    with VLLMServer(config) as server:
-        out.print(f"serving {server.served_model_name} at {server.base_url} (Ctrl-C stops)")
+    flags = {k: v for k, v in locals().items() if k in SERVING_FLAGS}
+    config = server_config(model, ctx.args, port=port, host=host, api_key=api_key,
+                           served_model_name=served_model_name, log_path=log, **flags)
+    server = VLLMServer(config)
+    for line in server.plan.warnings:
+        console.print(f"[bold yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+    for line in server.plan.notes:
+        console.print(f"[dim]note: {line}[/]", highlight=False, soft_wrap=True)
+    if dry_run:
+        print(describe_plan(server.plan))
+        return
+    with server:
+        out.print(f"serving {server.served_model_name} at {server.base_url} (Ctrl-C stops); log: {server.log_path}",
+                  highlight=False)
         serve_forever(server)
 
 
