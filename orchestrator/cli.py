@@ -146,7 +146,8 @@ def run(
     server = VLLMServer(server_config(model, ctx.args, log_path=log_path_for(out_dir, run_id), **flags))
     for line in server.plan.warnings:
         console.print(f"[bold yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
-    console.print(f"[dim]no --base-url: starting vLLM for {model} (this takes a while); log: {server.log_path}[/]",
+    console.print(f"[dim]no --base-url: starting a vLLM server for {model} (this takes a while); "
+                  f"log: {server.log_path}[/]",
                   highlight=False, soft_wrap=True)
     with server:
         go(server.base_url, server.served_model_name, server.plan.reasoning_in_history)

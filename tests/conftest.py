@@ -35,7 +35,7 @@ def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     if importlib.util.find_spec("vllm") is None:
         pytest.fail("vLLM is not installed: install nightowl[serve-cpu] (see README); CI must run this test")
     config = ServerConfig(model=str(tiny_model_dir), served_model_name=TINY_SERVED_NAME, device="cpu",
-                          max_model_len=TINY_MAX_MODEL_LEN, max_lora_rank=8, max_loras=2,
+                          max_model_len=TINY_MAX_MODEL_LEN, lora=True, max_lora_rank=8, max_loras=2,
                           startup_timeout_s=600, extra_args=TINY_EXTRA_ARGS, log_path=tmp_path_factory.mktemp("vllm") / "server.log")
     with VLLMServer(config) as server:
         print(f"\n[vLLM server healthy after {server.startup_s:.1f} s at {server.base_url}]")

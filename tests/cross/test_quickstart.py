@@ -19,8 +19,8 @@ def nightowl(*args: object, timeout: float = 900) -> subprocess.CompletedProcess
 
 
 def vllm_processes_for(model_dir: Path) -> list[str]:
-    ps = subprocess.run(["pgrep", "-af", "vllm.entrypoints.openai.api_server"], capture_output=True, text=True)
-    return [line for line in ps.stdout.splitlines() if str(model_dir) in line]
+    ps = subprocess.run(["pgrep", "-af", "--", str(model_dir)], capture_output=True, text=True)
+    return [line for line in ps.stdout.splitlines() if " serve " in line]
 
 
 @pytest.mark.slow
@@ -45,6 +45,8 @@ def test_quickstart_starts_vllm_runs_the_agent_and_stops_the_server(tmp_path):
     assert traj["model"] == str(model_dir) and len(traj["steps"]) >= 1
     assert traj["sandbox"]["backend"] == "bwrap"
     assert Path(result["patch_path"]).is_file() and result["branch"] is None
+    log = Path(result["trajectory_path"]).parent / "vllm.log"  # the server's log stays with the run
+    assert str(log) in proc.stderr and "Starting vLLM" in log.read_text(errors="replace")
     assert vllm_processes_for(model_dir) == []  # the server it started is gone
 
 
@@ -54,7 +56,7 @@ def test_a_model_directory_that_is_not_a_model_fails_with_one_line(tmp_path, use
     proc = nightowl("run", user_repo_for_quickstart, "--task", "x", "--model", tmp_path / "not-a-model",
                     "--out", tmp_path / "runs", timeout=600)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr and "error:" in proc.stderr
+    assert "Traceback" not in proc.stderr and "has no config.json" in proc.stderr
     assert vllm_processes_for(tmp_path / "not-a-model") == []
 
 

@@ -36,7 +36,7 @@ def test_serve_then_a_short_shift_against_it(tiny_model_dir, tmp_path):
     port = free_port()
     log = open(tmp_path / "serve.log", "w")
     serve = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "serve", "--model", str(tiny_model_dir),
-                              "--served-model-name", "tiny-served", "--port", str(port), "--max-model-len", "4096"],
+                              "--served-model-name", "tiny-served", "--port", str(port)],
                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         started = time.monotonic()
@@ -46,7 +46,9 @@ def test_serve_then_a_short_shift_against_it(tiny_model_dir, tmp_path):
             time.sleep(1)
         print(f"\n[nightowl serve healthy after {time.monotonic() - started:.1f} s]")
         models = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=10))
-        assert [m["id"] for m in models["data"]] == ["tiny-served"]
+        assert [m["id"] for m in models["data"]] == ["tiny-served"]  # no LoRA: no adapter cards either
+        # No --max-model-len: `auto` fits the model's whole window (4096) into the CPU KV cache.
+        assert models["data"][0]["max_model_len"] == 4096
 
         repo = make_repo(tmp_path / "repo")
         tasks = tmp_path / "tasks.jsonl"
