@@ -242,3 +242,30 @@ def checkpoint_names(checkpoint: Checkpoint, given: str) -> list[str]:
 
 def unreliable_tool_caller(names: list[str]) -> bool:
     return any(p in n.lower() for n in names for p in UNRELIABLE_TOOL_CALLERS)
+
+
+def kv_cache_bytes_per_token(config: dict[str, Any]) -> int | None:
+    """The KV cache one token takes at the checkpoint's dtype, from config.json (an upper bound: sliding-window
+    layers hold fewer tokens); None when the config does not say."""
+    c = config.get("text_config") or config
+    try:
+        layers = int(c["num_hidden_layers"])
+        if c.get("kv_lora_rank"):  # multi-head latent attention (DeepSeek V3): one compressed vector per layer
+            per_layer = int(c["kv_lora_rank"]) + int(c.get("qk_rope_head_dim") or 0)
+        else:
+            heads = int(c["num_attention_heads"])
+            per_layer = 2 * int(c.get("num_key_value_heads") or heads) * int(c.get("head_dim") or c["hidden_size"] // heads)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    dtype = c.get("dtype") or c.get("torch_dtype") or config.get("dtype") or config.get("torch_dtype")
+    return layers * per_layer * (4 if dtype == "float32" else 2)
+
+
+def context_note(config: dict[str, Any]) -> str | None:
+    """What the model's full window costs in KV cache, so `auto` (or a chosen length) can be judged."""
+    per_token = kv_cache_bytes_per_token(config)
+    window = (config.get("text_config") or config).get("max_position_embeddings")
+    if not per_token or not isinstance(window, int):
+        return None
+    return (f"KV cache {per_token / 1024:.0f} KiB per token (from config.json): the full {window:,}-token window "
+            f"needs {per_token * window / 2**30:.1f} GiB per sequence")

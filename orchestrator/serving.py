@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 
 from agent.chat_template import template_uses_reasoning
 from orchestrator.checkpoints import (ALLOWED_LORA_RANKS, Adapter, CheckpointError, allowed_lora_rank, checkpoint_names,
-                                      pick_family, read_adapter, resolve_checkpoint, unreliable_tool_caller)
+                                      context_note, pick_family, read_adapter, resolve_checkpoint, unreliable_tool_caller)
 
 INSTALL_HINT = ("vLLM is not installed in this environment: install nightowl[serve] on a GPU machine or "
                 "nightowl[serve-cpu] on a CPU-only machine (see README)")
@@ -236,6 +236,9 @@ def plan_server(config: ServerConfig, device: Literal["cuda", "cpu"] | None = No
     if reasoning:
         argv += ["--reasoning-parser", reasoning]
     argv += ["--enable-prefix-caching", "--max-model-len", str(config.max_model_len or "auto")]
+    if note := context_note(checkpoint.config):
+        notes.append(note + ("; `auto` lets vLLM take the longest that fits beside the weights"
+                             if config.max_model_len in (None, "auto") else ""))
     if config.gpu_memory_utilization:
         argv += ["--gpu-memory-utilization", f"{config.gpu_memory_utilization:g}"]
     if config.tensor_parallel_size:

@@ -159,3 +159,32 @@ def test_rank_rounding_and_refusal(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         read_adapter("gone", str(tmp_path / "gone"))
     assert ALLOWED_LORA_RANKS[-1] == 512
+
+
+QWEN3_CODER_30B = {"num_hidden_layers": 48, "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128,
+                   "hidden_size": 2048, "max_position_embeddings": 262144, "num_experts": 128,
+                   "torch_dtype": "bfloat16"}
+"""The attention shape of Qwen3-Coder-30B-A3B-Instruct's published config.json."""
+
+
+def test_qwen3_coder_moe_gets_no_lora_and_an_auto_context(tmp_path: Path) -> None:
+    model = make_checkpoint(tmp_path / "Qwen3-Coder-30B-A3B-Instruct", "qwen3_moe", TEMPLATES["qwen3-coder"],
+                            **QWEN3_CODER_30B)
+    p = plan(model)
+    assert "--enable-lora" not in p.argv and p.argv[p.argv.index("--max-model-len") + 1] == "auto"
+    assert "KV cache 96 KiB per token (from config.json): the full 262,144-token window needs 24.0 GiB" in \
+        " ".join(p.notes)
+    fixed = plan(model, max_model_len=65536)
+    assert fixed.argv[fixed.argv.index("--max-model-len") + 1] == "65536"
+    assert not any("`auto`" in n for n in fixed.notes)
+
+
+def test_kv_cache_per_token_for_latent_attention_and_float32() -> None:
+    from orchestrator.checkpoints import kv_cache_bytes_per_token
+
+    deepseek = {"num_hidden_layers": 61, "num_attention_heads": 128, "kv_lora_rank": 512, "qk_rope_head_dim": 64}
+    assert kv_cache_bytes_per_token(deepseek) == 61 * 576 * 2
+    tiny = {"num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_size": 128,
+            "dtype": "float32"}
+    assert kv_cache_bytes_per_token(tiny) == 2 * 2 * 2 * 32 * 4
+    assert kv_cache_bytes_per_token({"model_type": "x"}) is None
