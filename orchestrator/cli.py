@@ -18,8 +18,8 @@ from agent.trajectory import ExitStatus, Trajectory, load_trajectory
 from orchestrator.errors import USER_ERRORS, UsageError
 from orchestrator.serve_options import (PASSTHROUGH, SERVING_FLAGS, Adapters, DataParallel, Device, ExpertParallel,
                                         GpuMemory, Lora, MaxLoraRank, MaxLoras, MaxModelLen, ReasoningParser,
-                                        TensorParallel, ToolCallParser, log_path_for, server_config,
-                                        serving_flags_given)
+                                        TensorParallel, ToolCallParser, announce, log_path_for,
+                                        refuse_with_base_url, server_config)
 from orchestrator.shift_cli import register as register_shift_commands
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -112,8 +112,7 @@ def run(
     from orchestrator.serving import VLLMServer
 
     flags = {k: v for k, v in locals().items() if k in SERVING_FLAGS}
-    if base_url and (given := serving_flags_given(ctx.args, **flags)):
-        raise UsageError(f"{', '.join(given)} only apply when nightowl starts the server: drop them or --base-url")
+    refuse_with_base_url(base_url, ctx.args, **flags)
     text = read_task(task, task_file)
     if tool_choice not in ("auto", "required"):
         raise UsageError(f"--tool-choice must be auto or required, not {tool_choice!r}")
@@ -144,11 +143,7 @@ def run(
         go(base_url, model)
         return
     server = VLLMServer(server_config(model, ctx.args, log_path=log_path_for(out_dir, run_id), **flags))
-    for line in server.plan.warnings:
-        console.print(f"[bold yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
-    console.print(f"[dim]no --base-url: starting a vLLM server for {model} (this takes a while); "
-                  f"log: {server.log_path}[/]",
-                  highlight=False, soft_wrap=True)
+    announce(console, server)
     with server:
         go(server.base_url, server.served_model_name, server.plan.reasoning_in_history)
 
@@ -205,10 +200,7 @@ def serve(ctx: typer.Context,
     config = server_config(model, ctx.args, port=port, host=host, api_key=api_key,
                            served_model_name=served_model_name, log_path=log, **flags)
     server = VLLMServer(config)
-    for line in server.plan.warnings:
-        console.print(f"[bold yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
-    for line in server.plan.notes:
-        console.print(f"[dim]note: {line}[/]", highlight=False, soft_wrap=True)
+    announce(console, server, notes=True)
     if dry_run:
         print(describe_plan(server.plan))
         return

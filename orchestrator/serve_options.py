@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Optional
 
 import typer
+from rich.console import Console
 
 from orchestrator.errors import UsageError
-from orchestrator.serving import ServerConfig, parse_adapters
+from orchestrator.serving import ServerConfig, VLLMServer, parse_adapters
 
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": False}
 """typer context settings: arguments after `--` land in ctx.args (handed to vLLM)."""
@@ -67,11 +68,24 @@ def server_config(model: str, extra_args: list[str], *, adapter: Sequence[str] =
                         device=device, extra_args=list(extra_args), **rest)  # type: ignore[arg-type]
 
 
-def serving_flags_given(extra_args: list[str], **flags: Any) -> list[str]:
-    """The serving flags that differ from their defaults (they mean nothing with --base-url)."""
+def refuse_with_base_url(base_url: object, extra_args: list[str], **flags: Any) -> None:
+    """Serving flags mean nothing when the user runs the server: say so instead of ignoring them."""
     defaults: dict[str, Any] = {"adapter": [], "lora": False, "enable_expert_parallel": False, "device": "auto"}
     given = [f"--{name.replace('_', '-')}" for name, value in flags.items() if value != defaults.get(name)]
-    return given + (["arguments after --"] if extra_args else [])
+    given += ["arguments after --"] if extra_args else []
+    if base_url and given:
+        raise UsageError(f"{', '.join(given)}: only for a server nightowl starts itself; with --base-url, drop them")
+
+
+def announce(console: Console, server: VLLMServer, notes: bool = False) -> None:
+    """The plan's warnings (and notes) on stderr before anything starts."""
+    for line in server.plan.warnings:
+        console.print(f"[bold yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+    for line in server.plan.notes if notes else []:
+        console.print(f"[dim]note: {line}[/]", highlight=False, soft_wrap=True)
+    if not notes:
+        console.print(f"[dim]no --base-url: starting a vLLM server for {server.config.model} (this takes a while); "
+                      f"log: {server.log_path}[/]", highlight=False, soft_wrap=True)
 
 
 def log_path_for(out_dir: Path, run_id: str) -> Path:

@@ -11,6 +11,9 @@ import typer
 from rich.console import Console
 
 from orchestrator.errors import UsageError
+from orchestrator.serve_options import (PASSTHROUGH, SERVING_FLAGS, DataParallel, Device, ExpertParallel, GpuMemory,
+                                        MaxModelLen, ReasoningParser, TensorParallel, ToolCallParser, announce,
+                                        refuse_with_base_url, server_config)
 
 EXIT_STOPPED = 3
 """The shift stopped before every task finished (deadline, budget, signal): re-run to resume."""
@@ -20,13 +23,14 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
     console = Console(stderr=True)
     out = Console()
 
-    @app.command()
+    @app.command(context_settings=PASSTHROUGH)
     @user_errors
     def shift(
+        ctx: typer.Context,
         repo: Path = typer.Argument(..., help="The git repository to work on (only result branches are added)."),
         tasks: Path = typer.Option(..., "--tasks", help="Tasks file: YAML list or JSONL (task, id, max_steps, commit)."),
-        base_url: list[str] = typer.Option(..., "--base-url", help="OpenAI-compatible server (repeatable: a pool)."),
-        model: str = typer.Option(..., "--model", help="Served model name."),
+        base_url: list[str] = typer.Option([], "--base-url", help="OpenAI-compatible server (repeatable: a pool). Omitted: start vLLM for --model (log: OUT/vllm.log)."),
+        model: str = typer.Option(..., "--model", help="Served model name; without --base-url, a hub id or directory to serve."),
         out_dir: Path = typer.Option(..., "--out", help="Shift directory; re-running with the same one resumes."),
         workers: int = typer.Option(4, "--workers", min=1, help="Concurrent agents."),
         until: Optional[str] = typer.Option(None, "--until", help="Stop at HH:MM (in-flight attempts resume later)."),
@@ -44,9 +48,20 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         executor: str = typer.Option("local", "--executor", help="local (threads) or ray."),
         ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster (default: start a local one)."),
         as_json: bool = typer.Option(False, "--json", help="No dashboard; print one JSON object at the end."),
+        max_model_len: MaxModelLen = None, gpu_memory_utilization: GpuMemory = None,
+        tensor_parallel_size: TensorParallel = None, data_parallel_size: DataParallel = None,
+        enable_expert_parallel: ExpertParallel = False, tool_call_parser: ToolCallParser = None,
+        reasoning_parser: ReasoningParser = None, device: Device = "auto",
     ) -> None:
-        """Run every task in TASKS with N parallel agents, durably; re-run the same command to resume."""
+        """Run every task in TASKS with N parallel agents, durably; re-run the same command to resume.
+
+        Without --base-url, one vLLM server is started for --model for the length of the shift; the serving
+        flags and any arguments after -- are for it."""
+        from orchestrator.serving import VLLMServer
         from orchestrator.shift import Shift, ShiftOptions, file_source, parse_until
+
+        flags = {k: v for k, v in locals().items() if k in SERVING_FLAGS}
+        refuse_with_base_url(base_url, ctx.args, **flags)
 
         if until and hours:
             raise UsageError("give --until or --hours, not both")
@@ -58,6 +73,12 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
             raise UsageError("--hours must be positive")
         deadline = parse_until(until) if until else (time.time() + hours * 3600 if hours else None)
         source = file_source(tasks)
+        if not base_url:
+            server = VLLMServer(server_config(model, ctx.args, log_path=out_dir / "vllm.log", **flags))
+            announce(console, server)
+            ctx.call_on_close(server.stop)  # runs however the command ends (return, Exit, error, Ctrl-C)
+            server.start()
+            model, base_url = server.served_model_name, [server.base_url]
         options = ShiftOptions(repo=repo, out=out_dir, model=model, base_urls=base_url, workers=workers,
                                per_server_cap=per_server, deadline=deadline, token_budget=token_budget,
                                max_steps=max_steps, task_timeout_s=task_timeout, max_attempts=max_attempts,

@@ -215,7 +215,7 @@ def test_run_refuses_serving_flags_with_a_base_url(tmp_path: Path) -> None:
     ran = nightowl("run", str(tmp_path), "--task", "x", "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
                    "--tensor-parallel-size", "2", "--", "--max-num-seqs", "4")
     assert ran.returncode == 2
-    assert "--tensor-parallel-size, arguments after -- only apply when nightowl starts the server" in ran.stderr
+    assert "--tensor-parallel-size, arguments after --: only for a server nightowl starts itself" in ran.stderr
 
 
 def fake_launcher(code: str) -> list[str]:
@@ -364,3 +364,15 @@ def test_server_dies_with_a_killed_parent(tmp_path: Path, checkpoint: Path) -> N
     while pid_alive(server_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not pid_alive(server_pid)
+
+
+def test_shift_without_base_url_validates_the_model_first(tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text('{"task": "x"}\n')
+    shifted = nightowl("shift", str(tmp_path), "--tasks", str(tasks), "--model", "/tmp/nightowl-nope",
+                       "--out", str(tmp_path / "shift"))
+    assert shifted.returncode == 2 and "no such directory, and not a hub id" in shifted.stderr
+    assert not (tmp_path / "shift" / "vllm.log").exists()
+    flagged = nightowl("shift", str(tmp_path), "--tasks", str(tasks), "--model", "m", "--out", str(tmp_path / "s2"),
+                       "--base-url", "http://127.0.0.1:9/v1", "--max-model-len", "auto")
+    assert flagged.returncode == 2 and "--max-model-len: only for a server nightowl starts itself" in flagged.stderr
