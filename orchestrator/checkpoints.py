@@ -39,6 +39,8 @@ class Family(BaseModel, frozen=True):
     model_types: tuple[str, ...] = ()
     name_patterns: tuple[str, ...] = ()
     """Lower-case fragments of hub ids / directory names."""
+    reasoning_in_history: bool = False
+    """Its chat template renders past `reasoning_content` (used when the template itself cannot be read)."""
     note: str | None = None
 
 
@@ -48,7 +50,8 @@ FAMILIES: tuple[Family, ...] = (
     Family(name="Qwen3-Coder", tool_call_parser="qwen3_coder", template_markers=("<function=",),
            name_patterns=("qwen3-coder",)),
     Family(name="GLM-4.5/4.6", tool_call_parser="glm45", reasoning_parser="glm45", template_markers=("<arg_key>",),
-           model_types=("glm4_moe",), name_patterns=("glm-4.5", "glm-4.6", "glm-4.7", "glm4.5", "glm4.6")),
+           model_types=("glm4_moe",), name_patterns=("glm-4.5", "glm-4.6", "glm-4.7", "glm4.5", "glm4.6"),
+           reasoning_in_history=True),
     Family(name="gpt-oss", tool_call_parser="openai", reasoning_parser="openai_gptoss",
            template_markers=("<|channel|>",), model_types=("gpt_oss",), name_patterns=("gpt-oss",)),
     Family(name="DeepSeek-V3.1", tool_call_parser="deepseek_v31", reasoning_parser="deepseek_v3",

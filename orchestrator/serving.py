@@ -28,8 +28,9 @@ import httpx
 from pydantic import BaseModel, Field
 
 from agent.chat_template import template_uses_reasoning
-from orchestrator.checkpoints import (ALLOWED_LORA_RANKS, Adapter, CheckpointError, allowed_lora_rank, checkpoint_names,
-                                      context_note, pick_family, read_adapter, resolve_checkpoint, unreliable_tool_caller)
+from orchestrator.checkpoints import (ALLOWED_LORA_RANKS, Adapter, Checkpoint, CheckpointError, Family,
+                                      allowed_lora_rank, checkpoint_names, context_note, pick_family, read_adapter,
+                                      resolve_checkpoint, unreliable_tool_caller)
 
 INSTALL_HINT = ("vLLM is not installed in this environment: install nightowl[serve] on a GPU machine or "
                 "nightowl[serve-cpu] on a CPU-only machine (see README)")
@@ -207,56 +208,25 @@ def plan_server(config: ServerConfig, device: Literal["cuda", "cpu"] | None = No
             raise ServingError(f"adapter name {client_model!r} is both the --model adapter and an --adapter")
         adapters.insert(0, checkpoint.adapter.model_copy(update={"name": client_model}))
     served_name = checkpoint.model if checkpoint.adapter else client_model
-
-    names = checkpoint_names(checkpoint, config.model)
-    family, evidence = pick_family(checkpoint.chat_template, checkpoint.model_type, names)
-    tool_parser = config.tool_call_parser or family.tool_call_parser
-    reasoning = config.reasoning_parser or family.reasoning_parser
-    reasoning = None if reasoning == "none" else reasoning
-    for kind, name, given in (("tool", tool_parser, config.tool_call_parser),
-                              ("reasoning", reasoning, config.reasoning_parser)):
-        if given and name:
-            validate_parser(kind, name)  # type: ignore[arg-type]
-    notes.append(f"family {family.name} (from {evidence}): tool-call parser {tool_parser}"
-                 f"{' (given)' if config.tool_call_parser else ''}, reasoning parser {reasoning or 'none'}"
-                 f"{' (given)' if config.reasoning_parser else ''}")
-    if family.note and not config.tool_call_parser:
-        notes.append(family.note)
-    if unreliable_tool_caller(names):
-        warnings.append("Qwen2.5-Coder often answers with fenced JSON instead of a tool call: run agents with "
-                        "--tool-choice required (vLLM then constrains replies to a valid call)")
+    family, tool_parser, reasoning = choose_parsers(config, checkpoint, notes, warnings)
 
     device = device or (detect_device() if config.device == "auto" else config.device)
     port = port or config.port or free_port(config.host)
     base, launcher_note = (launcher, None) if launcher else vllm_launcher()
-    if launcher_note:
-        notes.append(launcher_note)
+    notes += [launcher_note] if launcher_note else []
     argv = [*base, checkpoint.model, "--served-model-name", served_name, "--host", config.host, "--port", str(port),
             "--enable-auto-tool-choice", "--tool-call-parser", tool_parser]
-    if reasoning:
-        argv += ["--reasoning-parser", reasoning]
+    argv += ["--reasoning-parser", reasoning] if reasoning else []
     argv += ["--enable-prefix-caching", "--max-model-len", str(config.max_model_len or "auto")]
     if note := context_note(checkpoint.config):
         notes.append(note + ("; `auto` lets vLLM take the longest that fits beside the weights"
                              if config.max_model_len in (None, "auto") else ""))
-    if config.gpu_memory_utilization:
-        argv += ["--gpu-memory-utilization", f"{config.gpu_memory_utilization:g}"]
-    if config.tensor_parallel_size:
-        argv += ["--tensor-parallel-size", str(config.tensor_parallel_size)]
-    if config.data_parallel_size:
-        argv += ["--data-parallel-size", str(config.data_parallel_size)]
-        if config.data_parallel_size > 1:
-            # One API server per rank (vLLM's default) refuses runtime LoRA loads; one server reaches every rank.
-            argv += ["--api-server-count", "1"]
-            notes.append("data parallel: one API server, so runtime LoRA loads reach every replica")
-    if config.enable_expert_parallel:
-        argv.append("--enable-expert-parallel")
+    argv += parallel_args(config, notes)
     env: dict[str, str] = {}
     lora = lora_settings(config, adapters, notes)
     if lora:
         argv += ["--enable-lora", "--max-lora-rank", str(lora[0]), "--max-loras", str(lora[1])]
-        if adapters:
-            argv += ["--lora-modules", *(f"{a.name}={a.path}" for a in adapters)]
+        argv += ["--lora-modules", *(f"{a.name}={a.path}" for a in adapters)] if adapters else []
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
         if checkpoint.config.get("num_experts") or checkpoint.config.get("n_routed_experts"):
             notes.append(f"LoRA on a mixture-of-experts model holds buffers for every expert in each of the "
@@ -267,14 +237,55 @@ def plan_server(config: ServerConfig, device: Literal["cuda", "cpu"] | None = No
         argv += ["--dtype", "float32"]
     if device == "cpu":
         env["VLLM_CPU_KVCACHE_SPACE"] = os.environ.get("VLLM_CPU_KVCACHE_SPACE", DEFAULT_CPU_KVCACHE_GIB)
-    secret_env: tuple[str, ...] = ()
     if config.api_key:
         env["VLLM_API_KEY"] = config.api_key  # in the environment, not argv: `ps` shows argv to every user
-        secret_env = ("VLLM_API_KEY",)
-    return ServePlan(argv=argv + list(config.extra_args), env=env, secret_env=secret_env, client_model=client_model,
+    in_history = (template_uses_reasoning(checkpoint.chat_template) if checkpoint.chat_template is not None
+                  else family.reasoning_in_history)
+    return ServePlan(argv=argv + list(config.extra_args), env=env,
+                     secret_env=("VLLM_API_KEY",) if config.api_key else (), client_model=client_model,
                      family=family.name, tool_call_parser=tool_parser, reasoning_parser=reasoning,
-                     reasoning_in_history=template_uses_reasoning(checkpoint.chat_template), lora=bool(lora),
-                     notes=notes, warnings=warnings)
+                     reasoning_in_history=in_history, lora=bool(lora), notes=notes, warnings=warnings)
+
+
+def choose_parsers(config: ServerConfig, checkpoint: Checkpoint, notes: list[str],
+                   warnings: list[str]) -> tuple[Family, str, str | None]:
+    """The family from the checkpoint, its parsers unless the user gave some ("none": no reasoning parser)."""
+    names = checkpoint_names(checkpoint, config.model)
+    family, evidence = pick_family(checkpoint.chat_template, checkpoint.model_type, names)
+    tool_parser = config.tool_call_parser or family.tool_call_parser
+    reasoning = config.reasoning_parser or family.reasoning_parser
+    reasoning = None if reasoning == "none" else reasoning
+    if config.tool_call_parser:
+        validate_parser("tool", tool_parser)
+    if config.reasoning_parser and reasoning:
+        validate_parser("reasoning", reasoning)
+    notes.append(f"family {family.name} (from {evidence}): tool-call parser {tool_parser}"
+                 f"{' (given)' if config.tool_call_parser else ''}, reasoning parser {reasoning or 'none'}"
+                 f"{' (given)' if config.reasoning_parser else ''}")
+    if family.note and not config.tool_call_parser:
+        notes.append(family.note)
+    if unreliable_tool_caller(names):
+        warnings.append("Qwen2.5-Coder often answers with fenced JSON instead of a tool call: run agents with "
+                        "--tool-choice required (vLLM then constrains replies to a valid call)")
+    return family, tool_parser, reasoning
+
+
+def parallel_args(config: ServerConfig, notes: list[str]) -> list[str]:
+    argv = []
+    if config.gpu_memory_utilization:
+        argv += ["--gpu-memory-utilization", f"{config.gpu_memory_utilization:g}"]
+    if config.tensor_parallel_size:
+        argv += ["--tensor-parallel-size", str(config.tensor_parallel_size)]
+    if config.data_parallel_size:
+        argv += ["--data-parallel-size", str(config.data_parallel_size)]
+        if config.data_parallel_size > 1:
+            # vLLM's default of one API server per rank refuses runtime LoRA loads; a single API server's
+            # load reaches every engine.
+            argv += ["--api-server-count", "1"]
+            notes.append("data parallel: one API server, so runtime LoRA loads reach every replica")
+    if config.enable_expert_parallel:
+        argv.append("--enable-expert-parallel")
+    return argv
 
 
 def describe_plan(plan: ServePlan) -> str:

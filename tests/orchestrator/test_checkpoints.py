@@ -188,3 +188,12 @@ def test_kv_cache_per_token_for_latent_attention_and_float32() -> None:
             "dtype": "float32"}
     assert kv_cache_bytes_per_token(tiny) == 2 * 2 * 2 * 32 * 4
     assert kv_cache_bytes_per_token({"model_type": "x"}) is None
+
+
+def test_reasoning_in_history_without_a_readable_template(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unresolved GLM hub id still gets its reasoning sent back (GLM's template renders it); others do not."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert plan("zai-org/GLM-4.6").reasoning_in_history
+    assert not plan("Qwen/Qwen3-Coder-30B-A3B-Instruct").reasoning_in_history
