@@ -218,9 +218,12 @@ def plan_server(config: ServerConfig, device: Literal["cuda", "cpu"] | None = No
             "--enable-auto-tool-choice", "--tool-call-parser", tool_parser]
     argv += ["--reasoning-parser", reasoning] if reasoning else []
     argv += ["--enable-prefix-caching", "--max-model-len", str(config.max_model_len or "auto")]
+    auto = config.max_model_len in (None, "auto")
     if note := context_note(checkpoint.config):
-        notes.append(note + ("; `auto` lets vLLM take the longest that fits beside the weights"
-                             if config.max_model_len in (None, "auto") else ""))
+        notes.append(note + ("; `auto` lets vLLM take the longest that fits beside the weights" if auto else ""))
+    elif auto:
+        notes.append("--max-model-len auto: vLLM takes the model's whole window if it fits beside the weights, "
+                     "else the longest that does (it logs the length it chose)")
     argv += parallel_args(config, notes)
     env: dict[str, str] = {}
     lora = lora_settings(config, adapters, notes)
