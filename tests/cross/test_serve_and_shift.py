@@ -79,3 +79,27 @@ def test_serve_then_a_short_shift_against_it(tiny_model_dir, tmp_path):
             if serve.poll() is None:
                 serve.kill()
     assert not healthy(port)
+
+
+@pytest.mark.slow
+def test_shift_without_base_url_serves_its_own_model(tiny_model_dir, tmp_path):
+    """One vLLM server for the length of the shift (flags for it after --), its log in OUT, gone afterwards."""
+    repo = make_repo(tmp_path / "repo")
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps({"id": "t0", "task": "Create the file out/t0.txt"}) + "\n")
+    out = tmp_path / "shift"
+    started = time.monotonic()
+    shift = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "shift", str(repo), "--tasks", str(tasks), "--workers", "1",
+         "--model", str(tiny_model_dir), "--out", str(out), "--max-steps", "2", "--max-tokens", "48",
+         "--max-attempts", "1", "--max-model-len", "2048", "--json", "--", "--max-num-seqs", "4"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    print(f"\n[shift with its own vLLM server: {time.monotonic() - started:.1f} s]")
+    assert shift.returncode in (0, 3), shift.stderr[-3000:]
+    log = (out / "vllm.log").read_text(errors="replace")
+    assert f"log: {out / 'vllm.log'}" in shift.stderr and "'max_num_seqs': 4" in log and "'max_model_len': 2048" in log
+    (run,) = (out / "runs").glob("*/trajectory.json")
+    traj = json.loads(run.read_text())
+    assert traj["model"] == str(tiny_model_dir) and traj["exit_status"] not in ("running", "model_error")
+    ps = subprocess.run(["pgrep", "-af", "--", str(tiny_model_dir)], capture_output=True, text=True)
+    assert [line for line in ps.stdout.splitlines() if " serve " in line and "--max-num-seqs 4" in line] == []
