@@ -8,6 +8,7 @@ a note says so.
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 from pathlib import Path
@@ -212,6 +213,9 @@ def hub_files(repo_id: str) -> tuple[dict[str, Path], Literal["hub cache", "hub"
 
 
 def reachable(endpoint: str) -> bool:
+    """A quick connect, so an offline machine does not sit through huggingface_hub's retries (~25 s)."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # only the proxy can tell; let huggingface_hub try
     url = urlparse(endpoint)
     try:
         with socket.create_connection((url.hostname or "", url.port or (443 if url.scheme == "https" else 80)),
