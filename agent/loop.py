@@ -54,6 +54,8 @@ class Agent:
         self.started = time.monotonic()
         self.counted_messages = 0
         self.last_usage = Usage()
+        self.patch = b""
+        """The final patch, byte for byte (the trajectory holds a text view of it)."""
 
     def run(self) -> Trajectory:
         self.traj.tools = self.tools.specs
@@ -66,6 +68,11 @@ class Agent:
                 status = self.step()
             except SandboxError as e:
                 status = self.finish(ExitStatus.sandbox_error, str(e))
+            except Exception as e:
+                # A bug: the trajectory says so (never left `running`), and the caller logs the traceback.
+                self.finish(ExitStatus.internal_error, f"internal error: {type(e).__name__}: {e}")
+                self.on_step(self.traj)
+                raise
             self.on_step(self.traj)
         return self.traj
 
@@ -99,8 +106,7 @@ class Agent:
         for call, execution in zip(parsed.calls, executions):
             self.traj.messages.append({"role": "tool", "tool_call_id": call.id, "content": execution.observation})
 
-        usable = [e for e in executions if e.error is None]
-        if not usable:
+        if all(e.rejected for e in executions):  # no call reached a tool (none, or all malformed)
             self.traj.parse_failures += 1
             self.format_errors += 1
             if not parsed.calls:
@@ -156,7 +162,8 @@ class Agent:
     def finish(self, status: ExitStatus, message: str) -> ExitStatus:
         self.traj.exit_status, self.traj.exit_message = status, message
         try:
-            self.traj.patch = self.sandbox.diff()
+            self.patch = self.sandbox.diff()
+            self.traj.patch = self.patch.decode(errors="replace")
         except Exception as e:  # the patch is best effort once the run is over; the status says why it ended
             self.traj.exit_message += f"; could not compute the patch: {e}"
         self.traj.finished_at = now_iso()

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from agent.chat_template import read_chat_template, template_uses_reasoning
 from agent.trajectory import Usage
+from sandbox.errors import InfrastructureError, NightowlError, UserError
 
 
 class ModelConfig(BaseModel):
@@ -53,16 +54,26 @@ class ModelResponse(BaseModel):
     duration_s: float
 
 
-class ModelUnavailable(RuntimeError):
+class ModelUnavailable(InfrastructureError):
     """The server cannot be reached, or does not serve the model: a set-up problem, not a run problem."""
 
 
-class ContextWindowExceeded(RuntimeError):
+class ModelAuthRefused(UserError):
+    """The server refused the API key (401/403): the user sets the right key."""
+
+
+class ContextWindowExceeded(NightowlError):
     pass
 
 
-class ModelCallFailed(RuntimeError):
+class ModelCallFailed(InfrastructureError):
     pass
+
+
+def auth_refused_message(url: str, status: int, api_key_env: str) -> str:
+    state = "is not set" if not os.environ.get(api_key_env) else "holds a key the server refuses"
+    return (f"the model server at {url} answered {status} (unauthorized): {api_key_env} {state}; set it to the "
+            "key the server was started with (vLLM's --api-key), or pass --api-key-env NAME")
 
 
 class Model(Protocol):
@@ -112,6 +123,8 @@ class OpenAIChatModel:
             raise ModelUnavailable(f"cannot reach the model server at {url} (is it running? "
                                    "`nightowl serve --model M` starts one, or omit --base-url)") from None
         except openai.APIStatusError as e:
+            if e.status_code in (401, 403):
+                raise ModelAuthRefused(auth_refused_message(url, e.status_code, self.config.api_key_env)) from None
             raise ModelUnavailable(f"the model server at {url} answered {e.status_code} on /models") from None
         ids = [c.id for c in cards]
         if self.config.model not in ids:

@@ -15,7 +15,8 @@ from pydantic import BaseModel, Field
 
 from agent.loop import Agent, AgentConfig
 from agent.model import Model, ModelConfig, OpenAIChatModel
-from agent.trajectory import ExitStatus, Trajectory, save_trajectory, write_text_atomic
+from agent.trajectory import ExitStatus, Trajectory, save_trajectory, write_bytes_atomic
+from sandbox.errors import NightowlError, TaskError, UserError
 from sandbox.git import repo_toplevel, resolve_commit
 from sandbox.limits import ResourceLimits
 from sandbox.select import SandboxKind, open_sandbox
@@ -46,6 +47,8 @@ class RunOutcome(BaseModel):
     trajectory_path: Path
     patch_path: Path
     branch: str | None
+    branch_error: str | None = None
+    """Why the agent's submitted patch did not become a branch (the patch is still in patch.diff)."""
     steps: int
 
 
@@ -57,7 +60,7 @@ def run_task(request: RunRequest, model: Model | None = None,
              should_stop: Callable[[], bool] = lambda: False,
              progress: Callable[[Trajectory], None] = lambda t: None) -> RunOutcome:
     if not request.task.strip():
-        raise ValueError("the task is empty: give a task with --task TEXT or --task-file FILE")
+        raise TaskError("the task is empty: give a task with --task TEXT or --task-file FILE")
     repo = repo_toplevel(request.repo.expanduser().resolve())
     run_id = request.run_id or new_run_id()
     run_dir = request.out_dir.expanduser().resolve() / run_id
@@ -70,8 +73,11 @@ def run_task(request: RunRequest, model: Model | None = None,
 
     base_commit = resolve_commit(repo, request.commit)
     if trajectory_path.exists():
-        raise FileExistsError(f"run {run_id} already exists: {trajectory_path}")
-    run_dir.mkdir(parents=True, exist_ok=True)  # `nightowl run` may have put its server's log there already
+        raise UserError(f"run {run_id} already exists: {trajectory_path}")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)  # `nightowl run` may have put its server's log there already
+    except OSError as e:
+        raise UserError(f"cannot create the run directory {run_dir}: {e.strerror} (choose another --out)") from None
     workspace = create_workspace(repo, base_commit, run_dir / "workspace")
     trajectory = Trajectory(
         run_id=run_id, task=request.task, repo=str(repo), base_commit=workspace.base_commit,
@@ -79,29 +85,44 @@ def run_task(request: RunRequest, model: Model | None = None,
         settings={"agent": agent_config.model_dump(), "model": request.model.model_dump(),
                   "limits": request.limits.model_dump(), "sandbox": request.sandbox},
     )
-    branch = None
+    branch = branch_error = None
     try:
         sandbox = open_sandbox(request.sandbox, workspace, request.limits)
         try:
             trajectory.sandbox = dict(sandbox.self_check())
+            agent = Agent(model, sandbox, agent_config, trajectory, should_stop=should_stop)
+
             def save(t: Trajectory) -> None:
+                if t.exit_status != ExitStatus.running:  # the exact patch lands before the trajectory says so
+                    write_bytes_atomic(patch_path, agent.patch)
                 save_trajectory(t, trajectory_path)
                 progress(t)
+            agent.on_step = save
             save(trajectory)
-            Agent(model, sandbox, agent_config, trajectory, on_step=save, should_stop=should_stop).run()
+            agent.run()
         finally:
             sandbox.close()
-        write_text_atomic(patch_path, trajectory.patch)
         if trajectory.exit_status == ExitStatus.submitted and request.create_branch:
-            branch = request.branch or f"nightowl/{run_id}"
-            commit_patch_to_branch(repo, workspace.base_commit, trajectory.patch, branch,
-                                   message=commit_message(request.task, run_id))
-        save_trajectory(trajectory, trajectory_path)
+            branch, branch_error = make_branch(repo, workspace.base_commit, agent.patch,
+                                               request.branch or f"nightowl/{run_id}", request.task, run_id)
+            if branch_error:
+                trajectory.exit_message += f"; no branch: {branch_error}"
+                save_trajectory(trajectory, trajectory_path)
     finally:
         remove_workspace(workspace)
     return RunOutcome(run_id=run_id, exit_status=trajectory.exit_status, run_dir=run_dir,
                       trajectory_path=trajectory_path, patch_path=patch_path, branch=branch,
-                      steps=len(trajectory.steps))
+                      branch_error=branch_error, steps=len(trajectory.steps))
+
+
+def make_branch(repo: Path, base_commit: str, patch: bytes, branch: str, task: str,
+                run_id: str) -> tuple[str | None, str | None]:
+    """(branch, None) or (None, why not): a patch that does not apply is a result, not a crash."""
+    try:
+        commit_patch_to_branch(repo, base_commit, patch, branch, message=commit_message(task, run_id))
+    except NightowlError as e:
+        return None, str(e)
+    return branch, None
 
 
 def commit_message(task: str, run_id: str) -> str:
@@ -112,4 +133,4 @@ def commit_message(task: str, run_id: str) -> str:
 def outcome_json(outcome: RunOutcome) -> dict[str, Any]:
     return {"run_id": outcome.run_id, "exit_status": outcome.exit_status.value,
             "patch_path": str(outcome.patch_path), "trajectory_path": str(outcome.trajectory_path),
-            "branch": outcome.branch}
+            "branch": outcome.branch, "branch_error": outcome.branch_error}

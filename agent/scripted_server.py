@@ -51,9 +51,12 @@ class QuietHTTPServer(ThreadingHTTPServer):
 
 class ScriptedServer:
     def __init__(self, script: list[Reply] | Responder, model: str = "scripted", max_model_len: int = 32768,
-                 host: str = "127.0.0.1", port: int = 0, root: str | None = None):
+                 host: str = "127.0.0.1", port: int = 0, root: str | None = None, api_key: str | None = None):
         """`root`: the checkpoint path the model card names (vLLM's `root`)."""
         self.model, self.max_model_len, self.root = model, max_model_len, root
+        self.api_key = api_key
+        """When set, every /v1 request without `Authorization: Bearer <api_key>` gets 401 (like vLLM --api-key)."""
+        self.refused = 0
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         if callable(script):
@@ -113,7 +116,17 @@ class ScriptedServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def authorized(self) -> bool:
+                if server.api_key is None or self.headers.get("Authorization") == f"Bearer {server.api_key}":
+                    return True
+                with server._lock:
+                    server.refused += 1
+                self.send_json(401, {"error": "Unauthorized"})
+                return False
+
             def do_GET(self) -> None:
+                if self.path.startswith("/v1") and not self.authorized():
+                    return
                 if self.path.rstrip("/").endswith("/models"):
                     self.send_json(200, {"object": "list", "data": [
                         {"id": server.model, "object": "model", "owned_by": "nightowl",
@@ -127,6 +140,8 @@ class ScriptedServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 request = json.loads(self.rfile.read(length) or b"{}")
+                if not self.authorized():
+                    return
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self.send_json(404, {"error": {"message": f"no route {self.path}"}})
                     return

@@ -15,7 +15,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from sandbox.errors import UserError
+
 TRAJECTORY_FORMAT = "nightowl.trajectory/1"
+
+
+class TrajectoryFormatError(UserError, ValueError):
+    pass
 
 
 class ExitStatus(str, Enum):
@@ -30,6 +36,8 @@ class ExitStatus(str, Enum):
     model_error = "model_error"
     sandbox_error = "sandbox_error"
     interrupted = "interrupted"
+    internal_error = "internal_error"
+    """A bug in nightowl ended the run; the traceback is in the log of whoever ran it."""
 
 
 class Usage(BaseModel):
@@ -50,6 +58,8 @@ class ToolExecution(BaseModel):
     observation: str
     exit_code: int | None = None
     error: str | None = None
+    rejected: bool = Field(default=False, exclude=True)
+    """(Not stored: `error` and `parse_failures` are.) The call never reached a tool (unparseable arguments, unknown tool, arguments failing the schema)."""
     duration_s: float = 0.0
 
 
@@ -82,6 +92,7 @@ class Trajectory(BaseModel):
     exit_status: ExitStatus = ExitStatus.running
     exit_message: str = ""
     patch: str = ""
+    """The patch as text (bytes that are not UTF-8 shown as U+FFFD); patch.diff beside it holds the exact bytes."""
     usage: Usage = Field(default_factory=Usage)
     parse_failures: int = 0
     started_at: str = Field(default_factory=lambda: now_iso())
@@ -93,11 +104,15 @@ def now_iso() -> str:
 
 
 def write_text_atomic(path: Path, data: str) -> None:
+    write_bytes_atomic(path, data.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write via a temp file in the same directory + fsync + rename: a reader never sees a torn file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -115,6 +130,6 @@ def save_trajectory(trajectory: Trajectory, path: Path) -> None:
 def load_trajectory(path: Path) -> Trajectory:
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     if data.get("format") != TRAJECTORY_FORMAT:
-        raise ValueError(f"{path}: unsupported trajectory format {data.get('format')!r} "
+        raise TrajectoryFormatError(f"{path}: unsupported trajectory format {data.get('format')!r} "
                          f"(this nightowl reads {TRAJECTORY_FORMAT})")
     return Trajectory.model_validate(data)

@@ -192,7 +192,7 @@ def store_ops(work: Path, n: int = 2000) -> float:
 def model_call_cpu_ms(url: str, history_steps: int) -> float:
     """CPU per model call in the agent's OpenAI client, with a history of `history_steps` steps."""
     from agent.model import ModelConfig, OpenAIChatModel
-    from agent.tools.specs import TOOL_SPECS
+    from agent.tools import TOOL_SPECS
     model = OpenAIChatModel(ModelConfig(base_url=url, model="scripted"))
     messages = [{"role": "system", "content": "s" * 2000}, {"role": "user", "content": "benchmark task"}]
     for i in range(history_steps):

@@ -8,11 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.run import commit_message
+from sandbox.errors import UserError
 from sandbox.git import GitError, git
 from sandbox.workspace import commit_patch_to_branch
 
 
-class BranchConflict(RuntimeError):
+class BranchConflict(UserError):
     pass
 
 
@@ -33,7 +34,7 @@ def branch_run_id(repo: Path, branch: str) -> str | None:
     return ""
 
 
-def ensure_branch(repo: Path, task_id: str, task: str, run_id: str, base_commit: str, patch: str) -> str:
+def ensure_branch(repo: Path, task_id: str, task: str, run_id: str, base_commit: str, patch: bytes) -> str:
     """Creates the task's branch for this attempt, or adopts it if this attempt already created it."""
     branch = branch_name(task_id)
     owner = branch_run_id(repo, branch)

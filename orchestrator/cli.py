@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
+import click
 import typer
 from rich.console import Console
 
@@ -15,7 +16,8 @@ from agent.loop import AgentConfig
 from agent.model import ModelConfig
 from agent.run import DEFAULT_OUT, RunRequest, outcome_json, run_task
 from agent.trajectory import ExitStatus, Trajectory, load_trajectory
-from orchestrator.errors import USER_ERRORS, UsageError
+from orchestrator.crash import report_bug
+from orchestrator.errors import NightowlError, UsageError
 from orchestrator.serve_options import (PASSTHROUGH, SERVING_FLAGS, Adapters, DataParallel, Device, ExpertParallel,
                                         GpuMemory, Lora, MaxLoraRank, MaxLoras, MaxModelLen, ReasoningParser,
                                         TensorParallel, ToolCallParser, announce, log_path_for,
@@ -27,6 +29,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console(stderr=True)
 out = Console()
 
+EXIT_BUG = 70
+"""sysexits' EX_SOFTWARE: an internal error, as opposed to 2 for bad input."""
 UNSANDBOXED_BANNER = """[bold white on red]
   !!! RUNNING WITHOUT A SANDBOX (--dangerously-no-sandbox) !!!
   Agent commands run as your user, can read your files and secrets, reach the network and change anything
@@ -35,14 +39,20 @@ UNSANDBOXED_BANNER = """[bold white on red]
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Bad input: one line on stderr naming the problem, exit code 2, no traceback."""
+    """nightowl's own errors: one line on stderr, exit code 2. A bug: a short message, the traceback in a log."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except USER_ERRORS as e:
+        except NightowlError as e:
             console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort, click.ClickException):
+            raise
+        except Exception as e:
+            console.print(f"[bold red]internal error[/] (a bug in nightowl, not your input): {report_bug(e, fn.__name__)}",
+                          highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_BUG) from None
     return wrapper
 
 

@@ -6,13 +6,15 @@ GET /v1/models answers again; while none is healthy, `acquire` waits.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
 
 import httpx
 
-from agent.model import normalize_base_url
+from agent.model import ModelAuthRefused, auth_refused_message, normalize_base_url
+from orchestrator.errors import UsageError
 
 
 class Endpoint:
@@ -25,12 +27,19 @@ class Endpoint:
         self.last_error = ""
 
 
-def probe(url: str, model: str, timeout_s: float = 5.0) -> str | None:
-    """None when the server answers /models and serves `model`, else why not."""
+def probe(url: str, model: str, api_key_env: str = "NIGHTOWL_API_KEY", timeout_s: float = 5.0) -> str | None:
+    """None when the server answers /models and serves `model`, else why not.
+
+    Sends the API key the model client sends; a server that refuses it raises `ModelAuthRefused` (the
+    user's set-up to fix, not an endpoint to wait for).
+    """
+    key = os.environ.get(api_key_env) or "EMPTY"
     try:
-        r = httpx.get(f"{url}/models", timeout=timeout_s)
+        r = httpx.get(f"{url}/models", timeout=timeout_s, headers={"Authorization": f"Bearer {key}"})
     except httpx.HTTPError as e:
         return f"unreachable ({type(e).__name__})"
+    if r.status_code in (401, 403):
+        raise ModelAuthRefused(auth_refused_message(url, r.status_code, api_key_env))
     if r.status_code != 200:
         return f"/models answered {r.status_code}"
     try:
@@ -42,10 +51,11 @@ def probe(url: str, model: str, timeout_s: float = 5.0) -> str | None:
 
 class EndpointPool:
     def __init__(self, urls: list[str], model: str, cap_per_server: int, backoff_s: float = 2.0,
-                 max_backoff_s: float = 60.0, on_change: Callable[[str, bool, str], None] = lambda u, h, r: None):
+                 max_backoff_s: float = 60.0, on_change: Callable[[str, bool, str], None] = lambda u, h, r: None,
+                 api_key_env: str = "NIGHTOWL_API_KEY"):
         if not urls:
-            raise ValueError("give at least one --base-url")
-        self.model = model
+            raise UsageError("give at least one --base-url")
+        self.model, self.api_key_env = model, api_key_env
         self.endpoints = [Endpoint(u, cap_per_server) for u in dict.fromkeys(urls)]
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.on_change = on_change
@@ -54,7 +64,7 @@ class EndpointPool:
     def check_all(self) -> None:
         """Probes every endpoint now (at start-up), so dispatch starts on the healthy ones."""
         for ep in self.endpoints:
-            reason = probe(ep.url, self.model)
+            reason = self.probe(ep)
             if reason:
                 self.mark_failed(ep, reason)
 
@@ -101,7 +111,10 @@ class EndpointPool:
     def recheck_due(self) -> None:
         """Probes the unhealthy endpoints whose backoff is over; the health thread calls this."""
         for ep in [e for e in self.endpoints if not e.healthy and time.monotonic() >= e.retry_at]:
-            reason = probe(ep.url, self.model)
+            try:
+                reason = self.probe(ep)
+            except ModelAuthRefused as e:  # a server restarted with another key: keep it out, say why
+                reason = str(e)
             if reason:
                 self.mark_failed(ep, reason)
             else:
@@ -109,11 +122,17 @@ class EndpointPool:
 
     def confirm(self, ep: Endpoint) -> bool:
         """After a model error: is the server still fine? Marks it failed when not."""
-        reason = probe(ep.url, self.model)
+        try:
+            reason = self.probe(ep)
+        except ModelAuthRefused as e:
+            reason = str(e)
         if reason:
             self.mark_failed(ep, reason)
             return False
         return True
+
+    def probe(self, ep: Endpoint) -> str | None:
+        return probe(ep.url, self.model, self.api_key_env)
 
     def snapshot(self) -> list[dict[str, object]]:
         with self.cond:

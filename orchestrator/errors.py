@@ -1,15 +1,11 @@
-"""Errors that are the user's to fix: the CLI prints them as one line and exits non-zero."""
+"""The project's exception hierarchy (defined in sandbox/errors.py, the bottom layer) and the CLI's flag errors."""
 from __future__ import annotations
 
-from agent.model import ModelUnavailable
-from orchestrator.serving import ServingError
-from sandbox.base import SandboxError
-from sandbox.git import GitError
+from sandbox.errors import InfrastructureError, NightowlError, TaskError, UserError, first_line_of
 
 
-class UsageError(ValueError):
-    pass
+class UsageError(UserError, ValueError):
+    """A bad command-line flag or input file (still a ValueError for code that validates with pydantic)."""
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (UsageError, ValueError, GitError, ModelUnavailable, SandboxError, ServingError,
-                                                 FileNotFoundError, FileExistsError, PermissionError)
+__all__ = ["InfrastructureError", "NightowlError", "TaskError", "UsageError", "UserError", "first_line_of"]

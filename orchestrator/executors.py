@@ -5,6 +5,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from agent.run import RunOutcome, RunRequest, run_task
+from orchestrator.errors import UsageError
 
 Progress = Callable[[int, int], None]
 """(steps so far, tokens so far)"""
@@ -31,4 +32,4 @@ def make_executor(kind: str, ray_address: str | None = None, workers: int = 1) -
     if kind == "ray":
         from orchestrator.ray_executor import RayExecutor
         return RayExecutor(ray_address, workers)
-    raise ValueError(f"--executor must be local or ray, not {kind!r}")
+    raise UsageError(f"--executor must be local or ray, not {kind!r}")

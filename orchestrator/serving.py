@@ -31,6 +31,7 @@ from agent.chat_template import template_uses_reasoning
 from orchestrator.checkpoints import (ALLOWED_LORA_RANKS, Adapter, Checkpoint, CheckpointError, Family,
                                       allowed_lora_rank, checkpoint_names, context_note, pick_family, read_adapter,
                                       resolve_checkpoint, unreliable_tool_caller)
+from orchestrator.errors import UsageError, UserError
 
 INSTALL_HINT = ("vLLM is not installed in this environment: install nightowl[serve] on a GPU machine or "
                 "nightowl[serve-cpu] on a CPU-only machine (see README)")
@@ -44,7 +45,7 @@ LOG_TAIL_LINES = 20
 LOOPBACK_HOSTS = ("localhost", "::1")
 
 
-class ServingError(RuntimeError):
+class ServingError(UserError):
     """A model-server problem the user has to fix (set-up, model path, port, resources)."""
 
 
@@ -313,9 +314,9 @@ def parse_adapters(items: list[str]) -> dict[str, str]:
         name, sep, path = item.partition("=")
         name, path = name.strip(), path.strip()
         if not sep or not name or not path:
-            raise ValueError(f"bad adapter {item!r}: expected NAME=PATH, e.g. round1=/models/lora-round1")
+            raise UsageError(f"bad adapter {item!r}: expected NAME=PATH, e.g. round1=/models/lora-round1")
         if name in adapters:
-            raise ValueError(f"adapter name {name!r} given twice")
+            raise UsageError(f"adapter name {name!r} given twice")
         adapters[name] = path
     return adapters
 

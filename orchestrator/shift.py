@@ -32,8 +32,8 @@ from orchestrator.executors import Executor, make_executor
 from orchestrator.store import AttemptRow, Store, TaskRow
 from orchestrator.summary import write_summary
 from orchestrator.tasks import StaticTaskSource, TaskSource
+from sandbox.errors import InfrastructureError, TaskError, UserError
 from sandbox.git import GitError, repo_toplevel
-from sandbox.select import NoIsolationAvailable
 
 INFRA_STATUSES = {ExitStatus.model_error.value, "server_unavailable"}
 
@@ -62,6 +62,8 @@ class ShiftOptions(BaseModel):
     model_retries: int = Field(default=3, ge=0)
     max_tokens: int = Field(default=4096, gt=0)
     temperature: float = 0.0
+    api_key_env: str = "NIGHTOWL_API_KEY"
+    """Environment variable with the servers' API key (sent by the health probe and the model client)."""
     command_timeout_s: float = Field(default=300, gt=0)
     heartbeat_s: float = Field(default=1.0, gt=0)
     lease_s: float = Field(default=30.0, gt=0)
@@ -117,7 +119,7 @@ class Shift:
         self.signals = 0
         self.started = time.time()
         self.finished = False
-        self.fatal: str | None = None
+        self.fatal: UserError | None = None
         self.events: EventLog
         self.store: Store
         self.pool: EndpointPool
@@ -145,7 +147,8 @@ class Shift:
             self.pool = EndpointPool(self.opt.base_urls, self.opt.model,
                                      self.opt.per_server_cap or self.opt.workers, backoff_s=self.opt.backoff_s,
                                      on_change=lambda url, ok, why: self.events.emit(
-                                         "server_up" if ok else "server_down", url=url, reason=why))
+                                         "server_up" if ok else "server_down", url=url, reason=why),
+                                     api_key_env=self.opt.api_key_env)
             self.pool.check_all()
             if not self.pool.any_healthy():
                 self.events.emit("dispatch_paused", reason="no healthy model server")
@@ -160,7 +163,7 @@ class Shift:
                 on_end(self)
                 executor.close()
             if self.fatal:
-                raise NoIsolationAvailable(self.fatal)
+                raise self.fatal
             counts = self.store.counts()
             complete = counts["states"]["queued"] == 0 and counts["states"]["running"] == 0
             summary = write_summary(self.store, self.out, self.stopped)
@@ -229,7 +232,9 @@ class Shift:
             traj = read_trajectory(Path(attempt.run_dir))
             shutil.rmtree(Path(attempt.run_dir) / "workspace", ignore_errors=True)
             if traj is not None and traj.exit_status == ExitStatus.submitted:
-                write_text_atomic(Path(attempt.run_dir) / "patch.diff", traj.patch)
+                patch_path = Path(attempt.run_dir) / "patch.diff"
+                if not patch_path.exists():  # written before the final trajectory; only older runs lack it
+                    write_text_atomic(patch_path, traj.patch)
                 self.events.emit("attempt_adopted", task=attempt.task_id, run_id=attempt.run_id)
                 self.record_submitted(self.store.task(attempt.task_id), attempt, traj)
             else:
@@ -256,7 +261,8 @@ class Shift:
                 try:
                     self.run_attempt(executor, endpoint, *claim)
                 except Exception as e:  # a bug must cost one attempt, not hang the shift with a running task
-                    self.events.emit("worker_error", run_id=claim[1].run_id, error=f"{type(e).__name__}: {e}")
+                    self.events.emit("worker_error", run_id=claim[1].run_id, error=f"{type(e).__name__}: {e}",
+                                     traceback=traceback.format_exc())
                     self.finish(None, "error", f"worker error: {type(e).__name__}: {e}", counts=True, attempt=claim[1])
             finally:
                 self.pool.release(endpoint)
@@ -280,27 +286,31 @@ class Shift:
             sandbox=self.opt.sandbox, create_branch=False,  # type: ignore[arg-type]
             model=ModelConfig(base_url=endpoint.url, model=self.opt.model, timeout_s=self.opt.model_timeout_s,
                               max_retries=self.opt.model_retries, max_tokens=self.opt.max_tokens,
-                              temperature=self.opt.temperature),
+                              temperature=self.opt.temperature, api_key_env=self.opt.api_key_env),
             agent=AgentConfig(max_steps=task.max_steps or self.opt.max_steps, max_wall_s=self.opt.task_timeout_s,
                               command_timeout_s=self.opt.command_timeout_s))
         try:
             try:
                 executor.run(request, should_stop, progress)
-            except NoIsolationAvailable as e:
-                self.fatal = str(e)
-                self.finish(state, "sandbox_unavailable", str(e), counts=False)
-                self.stop("fatal", self.fatal, hard=True)
-                return
             except ModelUnavailable as e:
                 self.pool.mark_failed(endpoint, str(e))
                 self.finish(state, "server_unavailable", str(e), counts=False)
                 return
-            except (GitError, ValueError) as e:  # the task itself is bad (e.g. an unknown commit): counts
-                self.finish(state, "error", f"{type(e).__name__}: {e}", counts=True)
+            except TaskError as e:  # this task cannot run as given (e.g. an unknown commit): counts
+                self.finish(state, "error", str(e), counts=True)
                 return
-            except Exception as e:  # set-up trouble (sandbox, disk): retried, bounded by max_infra_retries
-                self.events.emit("attempt_error", run_id=attempt.run_id, traceback=traceback.format_exc(limit=8))
-                self.finish(state, "error", f"{type(e).__name__}: {e}", counts=False)
+            except UserError as e:  # set-up every task needs (bubblewrap, the API key): stop the shift
+                self.fatal = e
+                self.finish(state, "setup_error", str(e), counts=False)
+                self.stop("fatal", str(e), hard=True)
+                return
+            except InfrastructureError as e:  # the machine, a server or a sandbox: retried, bounded
+                self.finish(state, "infrastructure_error", f"{type(e).__name__}: {e}", counts=False)
+                return
+            except Exception as e:  # a bug: the traceback goes to the event log, the attempt counts
+                self.events.emit("internal_error", run_id=attempt.run_id, traceback=traceback.format_exc())
+                self.finish(state, ExitStatus.internal_error.value, f"internal error: {type(e).__name__}: {e} "
+                            "(traceback in events.jsonl)", counts=True)
                 return
             traj = read_trajectory(Path(attempt.run_dir))
             if traj is None:
@@ -336,9 +346,10 @@ class Shift:
 
     def record_submitted(self, task: TaskRow, attempt: AttemptRow, traj: Trajectory, state: Running | None = None) -> None:
         try:
-            branch: str | None = ensure_branch(self.repo, task.id, task.task, attempt.run_id, traj.base_commit, traj.patch)
+            patch = (Path(attempt.run_dir) / "patch.diff").read_bytes()
+            branch: str | None = ensure_branch(self.repo, task.id, task.task, attempt.run_id, traj.base_commit, patch)
             reason = traj.exit_message
-        except (BranchConflict, GitError) as e:
+        except (BranchConflict, GitError, OSError) as e:
             branch, reason = None, f"no branch: {e}"
         self.finish(state, ExitStatus.submitted.value, reason, counts=True, attempt=attempt, final=True, branch=branch,
                     steps=len(traj.steps), tokens=traj.usage.total_tokens)

@@ -47,6 +47,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         sandbox: str = typer.Option("auto", "--sandbox", help="auto/bwrap/docker (isolating) or local (no isolation)."),
         executor: str = typer.Option("local", "--executor", help="local (threads) or ray."),
         ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster (default: start a local one)."),
+        api_key_env: str = typer.Option("NIGHTOWL_API_KEY", "--api-key-env", help="Environment variable with the servers' API key."),
         as_json: bool = typer.Option(False, "--json", help="No dashboard; print one JSON object at the end."),
         max_model_len: MaxModelLen = None, gpu_memory_utilization: GpuMemory = None,
         tensor_parallel_size: TensorParallel = None, data_parallel_size: DataParallel = None,
@@ -83,7 +84,8 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
                                per_server_cap=per_server, deadline=deadline, token_budget=token_budget,
                                max_steps=max_steps, task_timeout_s=task_timeout, max_attempts=max_attempts,
                                stall_s=stall, sandbox=sandbox, executor=executor, ray_address=ray_address,
-                               model_timeout_s=model_timeout, max_tokens=max_tokens, command_timeout_s=command_timeout)
+                               model_timeout_s=model_timeout, max_tokens=max_tokens, command_timeout_s=command_timeout,
+                               api_key_env=api_key_env)
         runner = Shift(options, sources=[source])
         live = None
 

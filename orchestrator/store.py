@@ -89,7 +89,7 @@ class Store:
         self.path = Path(out_dir) / DB_NAME
         if readonly:
             if not self.path.is_file():
-                raise FileNotFoundError(f"no shift database at {self.path} (is {out_dir} a shift --out directory?)")
+                raise StoreError(f"no shift database at {self.path} (is {out_dir} a shift --out directory?)")
             self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,8 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
+from sandbox.errors import InfrastructureError, NightowlError
+
 
 class CommandResult(BaseModel):
     output: str
@@ -23,16 +25,28 @@ class CommandResult(BaseModel):
     """How many bytes of output were dropped from the middle because the output was huge."""
 
 
-class SandboxError(RuntimeError):
+class SandboxError(InfrastructureError):
     """The sandbox itself failed (not the command it ran)."""
 
 
-class PathOutsideWorkspace(ValueError):
+class RefusedPath(NightowlError):
+    """A file request of the agent that the sandbox refuses; the editor turns it into an observation."""
+
+
+class PathOutsideWorkspace(RefusedPath):
     """A path given by the agent resolves outside the workspace (directly or through a symlink)."""
 
 
-class ProtectedPath(PermissionError):
+class ProtectedPath(RefusedPath):
     """A path inside the workspace that the agent may read but never write (git hooks, git config)."""
+
+
+class NotARegularFile(RefusedPath):
+    """A FIFO, socket or device: opening one host-side could block a worker for ever."""
+
+
+class FileTooLarge(RefusedPath):
+    """Bigger than the editor reads into memory."""
 
 
 @runtime_checkable
@@ -51,8 +65,8 @@ class Sandbox(Protocol):
 
     def write_file(self, path: str, data: bytes) -> None: ...
 
-    def diff(self) -> str:
-        """The patch of the workspace against its base commit, new files included."""
+    def diff(self) -> bytes:
+        """The patch of the workspace against its base commit, new files included, byte for byte."""
         ...
 
     def self_check(self) -> dict[str, bool | str]:

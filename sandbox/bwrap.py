@@ -277,7 +277,7 @@ class BubblewrapSandbox(WorkspaceBackedFiles):
         return run_process([*self.argv_prefix, "--", "bash", "-c", command], cwd="/", env={}, timeout=timeout,
                            preexec=self._preexec, sweep=self._sweep)
 
-    def diff(self) -> str:
+    def diff(self) -> bytes:
         patch = super().diff()
         # Host-side `git add` wrote root-owned objects; hand them back so git inside can keep writing.
         if self.privileged:

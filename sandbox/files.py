@@ -82,5 +82,5 @@ class WorkspaceBackedFiles:
     def write_file(self, path: str, data: bytes) -> None:
         self.files.write(path, data)
 
-    def diff(self) -> str:
+    def diff(self) -> bytes:
         return workspace_diff(self.workspace)

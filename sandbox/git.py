@@ -9,6 +9,8 @@ import os
 import subprocess
 from pathlib import Path
 
+from sandbox.errors import InfrastructureError, TaskError, UserError
+
 SAFE_GIT_FLAGS = [
     "-c", "core.hooksPath=/dev/null",
     "-c", "core.fsmonitor=",
@@ -19,7 +21,15 @@ SAFE_GIT_FLAGS = [
 ]
 
 
-class GitError(RuntimeError):
+class GitError(InfrastructureError):
+    """A host-side git command failed."""
+
+
+class NotARepository(UserError):
+    pass
+
+
+class UnknownCommit(TaskError):
     pass
 
 
@@ -35,27 +45,33 @@ def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def git(repo: Path | str, *args: str, env: dict[str, str] | None = None, input: bytes | None = None,
-        check: bool = True) -> str:
+def git_bytes(repo: Path | str, *args: str, env: dict[str, str] | None = None, input: bytes | None = None,
+              check: bool = True) -> bytes:
+    """git's stdout exactly as it wrote it (patches of files that are not UTF-8 must stay byte-exact)."""
     proc = subprocess.run(
         ["git", *SAFE_GIT_FLAGS, "-C", str(repo), *args],
         input=input, capture_output=True, env=git_env(env),
     )
     if check and proc.returncode != 0:
         raise GitError(f"git {' '.join(args)} failed in {repo}: {proc.stderr.decode(errors='replace').strip()}")
-    return proc.stdout.decode(errors="replace")
+    return proc.stdout
+
+
+def git(repo: Path | str, *args: str, env: dict[str, str] | None = None, input: bytes | None = None,
+        check: bool = True) -> str:
+    return git_bytes(repo, *args, env=env, input=input, check=check).decode(errors="replace")
 
 
 def repo_toplevel(path: Path) -> Path:
-    """The root of the git repository at `path`; raises GitError with a readable message otherwise."""
+    """The root of the git repository at `path`; raises NotARepository with a readable message otherwise."""
     if not path.exists():
-        raise GitError(f"{path} does not exist")
+        raise NotARepository(f"{path} does not exist")
     if not path.is_dir():
-        raise GitError(f"{path} is not a directory")
+        raise NotARepository(f"{path} is not a directory")
     proc = subprocess.run(["git", *SAFE_GIT_FLAGS, "-C", str(path), "rev-parse", "--show-toplevel"],
                           capture_output=True, env=git_env())
     if proc.returncode != 0:
-        raise GitError(f"{path} is not a git repository (run `git init` there, or point at a repository)")
+        raise NotARepository(f"{path} is not a git repository (run `git init` there, or point at a repository)")
     return Path(proc.stdout.decode().strip())
 
 
@@ -63,5 +79,5 @@ def resolve_commit(repo: Path, rev: str) -> str:
     proc = subprocess.run(["git", *SAFE_GIT_FLAGS, "-C", str(repo), "rev-parse", "--verify", "--quiet",
                            f"{rev}^{{commit}}"], capture_output=True, env=git_env())
     if proc.returncode != 0:
-        raise GitError(f"{rev!r} is not a commit in {repo} (does the repository have any commits?)")
+        raise UnknownCommit(f"{rev!r} is not a commit in {repo} (does the repository have any commits?)")
     return proc.stdout.decode().strip()

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from sandbox.environment import ALLOWED_VARIABLES
+from sandbox.errors import UserError
 from sandbox.files import PROTECTED_RELATIVE_PATHS
 from sandbox.limits import ResourceLimits
 
@@ -55,7 +56,7 @@ class Policy(BaseModel):
         """Apply only the requested fields the user allowed; everything else keeps its safe value."""
         unknown = set(requested) - LOOSENABLE
         if unknown:
-            raise ValueError(f"these sandbox settings cannot be changed by a repository: {sorted(unknown)}")
+            raise UserError(f"these sandbox settings cannot be changed by a repository: {sorted(unknown)}")
         changes = {key: value for key, value in requested.items() if key in allowed}
         if "limits" in changes:
             changes["limits"] = self.limits.model_copy(update=changes["limits"])

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from sandbox.base import Sandbox, SandboxError
+from sandbox.base import Sandbox
+from sandbox.errors import UserError
 from sandbox.limits import ResourceLimits
 from sandbox.local import LocalSandbox
 from sandbox.policy import Policy
@@ -14,8 +15,8 @@ INSTALL_HINT = ("install bubblewrap (`apt-get install bubblewrap`), or run witho
                 "--dangerously-no-sandbox")
 
 
-class NoIsolationAvailable(SandboxError):
-    pass
+class NoIsolationAvailable(UserError):
+    """No isolating backend works here: the user installs one or opts out loudly."""
 
 
 def open_sandbox(kind: SandboxKind, workspace: Workspace, limits: ResourceLimits | None = None,
@@ -27,7 +28,7 @@ def open_sandbox(kind: SandboxKind, workspace: Workspace, limits: ResourceLimits
         from sandbox.docker import DockerSandbox
         return DockerSandbox(workspace, limits, policy)
     if kind not in ("auto", "bwrap"):
-        raise SandboxError(f"unknown sandbox kind {kind!r}")
+        raise UserError(f"unknown sandbox kind {kind!r} (auto, bwrap or local)")
     from sandbox.bwrap import BubblewrapSandbox, bwrap_works
     p = policy or Policy()
     problem = bwrap_works(p.run_as_uid, p.run_as_gid)

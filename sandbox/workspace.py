@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox.git import GitError, git, resolve_commit
+from sandbox.git import GitError, git, git_bytes, resolve_commit
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def create_workspace(repo: Path, commit: str, path: Path) -> Workspace:
     return Workspace(repo=repo, path=path, base_commit=base)
 
 
-def workspace_diff(ws: Workspace) -> str:
+def workspace_diff(ws: Workspace) -> bytes:
     """`git diff` of the working tree against the base commit, untracked (not ignored) files included.
 
     Uses a throw-away copy of the index so the agent's own staging area is left as it was.
@@ -53,11 +53,11 @@ def workspace_diff(ws: Workspace) -> str:
             shutil.copyfile(real_index, index)
         env = {"GIT_INDEX_FILE": str(index)}
         git(ws.path, "add", "-A", "--", ".", env=env)
-        return git(ws.path, "diff", "--cached", "--binary", "--no-color", "--no-ext-diff", ws.base_commit,
-                   env=env)
+        return git_bytes(ws.path, "diff", "--cached", "--binary", "--no-color", "--no-ext-diff", ws.base_commit,
+                         env=env)
 
 
-def commit_patch_to_branch(repo: Path, base_commit: str, patch: str, branch: str, message: str) -> str:
+def commit_patch_to_branch(repo: Path, base_commit: str, patch: bytes, branch: str, message: str) -> str:
     """Create `branch` in the user's repo pointing at base_commit + patch, without touching its checkout.
 
     The patch is applied to a temporary index; the user's index, working tree and HEAD stay as they were.
@@ -67,8 +67,7 @@ def commit_patch_to_branch(repo: Path, base_commit: str, patch: str, branch: str
         env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
         git(repo, "read-tree", base_commit, env=env)
         if patch.strip():
-            git(repo, "apply", "--cached", "--binary", "--whitespace=nowarn", "-", env=env,
-                input=patch.encode())
+            git(repo, "apply", "--cached", "--binary", "--whitespace=nowarn", "-", env=env, input=patch)
         tree = git(repo, "write-tree", env=env).strip()
     commit = git(repo, "commit-tree", tree, "-p", base_commit, "-m", message).strip()
     git(repo, "update-ref", f"refs/heads/{branch}", commit, "")

@@ -9,6 +9,13 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
+from sandbox.errors import UserError
+
+
+class DirectoryNotEmpty(UserError, FileExistsError):
+    pass
+
+
 VOCAB_SIZE = 4096
 CORPUS_BYTES = 3_000_000
 SEED = 0
@@ -67,7 +74,7 @@ def corpus_texts(corpus: Path, budget: int = CORPUS_BYTES) -> Iterator[str]:
         return
     files = sorted(p for p in corpus.rglob("*.py") if "site-packages" not in p.parts and p.is_file())
     if not files:
-        raise ValueError(f"no .py files to train the tokenizer on under {corpus}")
+        raise UserError(f"no .py files to train the tokenizer on under {corpus}")
     used = 0
     for path in files[:: max(1, len(files) // 400)]:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -116,10 +123,10 @@ def build_tiny_model(directory: Path, corpus: Path | None = None) -> Path:
     """Write a tiny Qwen2ForCausalLM + tokenizer + chat template to `directory` (new or empty); returns it."""
     directory = Path(directory).expanduser()
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise FileExistsError(f"{directory} already exists and is not empty; give a new directory")
+        raise DirectoryNotEmpty(f"{directory} already exists and is not empty; give a new directory")
     corpus = Path(corpus).expanduser() if corpus else default_corpus()
     if not corpus.exists():
-        raise FileNotFoundError(f"corpus {corpus} does not exist")
+        raise UserError(f"corpus {corpus} does not exist")
     tokenizer = train_tokenizer(corpus)
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(directory)

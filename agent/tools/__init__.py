@@ -1,17 +1,24 @@
-"""The agent's tools: `bash`, `str_replace_editor` and `submit`, dispatched by name.
+"""The agent's tools, by registry: each entry is a name, a description, an argument model and a handler.
 
-A call with an unknown name or bad arguments becomes an observation telling the model what was wrong.
+The schema the model sees is derived from the argument model, and a call reaches only the handler
+registered under its name, so a new tool is one `Tool` entry. A call that never reaches a tool (its
+arguments could not be parsed, the tool is unknown, the arguments fail the schema) is `rejected`: that is
+what counts as a format error. A tool that ran and reported an error is an ordinary observation.
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from agent.parsing import ToolCall
 from agent.tools.editor import Editor, ToolError
 from agent.tools.output import clip_middle
-from agent.tools.specs import ARGUMENT_MODELS, TOOL_SPECS, BashArgs, EditorArgs
+from agent.tools.specs import (BASH_DESCRIPTION, EDITOR_DESCRIPTION, SUBMIT_DESCRIPTION, BashArgs, EditorArgs,
+                               SubmitArgs, function_spec)
 from agent.trajectory import ToolExecution
 from sandbox.base import Sandbox
 
@@ -25,15 +32,44 @@ REVIEW_MESSAGE = """Before this is final, review your change:
 {diff}
 </diff>"""
 
+Result = tuple[str, "int | None"]
+"""(observation, exit code or None)"""
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    arguments: type[BaseModel]
+    run: Callable[["ToolBox", Any], Result]
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return function_spec(self.name, self.description, self.arguments)
+
+
+DEFAULT_TOOLS: tuple[Tool, ...] = (
+    Tool("bash", BASH_DESCRIPTION, BashArgs, lambda box, args: box.bash(args.command)),
+    Tool("str_replace_editor", EDITOR_DESCRIPTION, EditorArgs, lambda box, args: (box.editor(args), None)),
+    Tool("submit", SUBMIT_DESCRIPTION, SubmitArgs, lambda box, args: (box.submit(), None)),
+)
+TOOL_SPECS = [tool.spec for tool in DEFAULT_TOOLS]
+
+
+class Rejected(ToolError):
+    """The call never reached a tool."""
+
 
 class ToolBox:
-    def __init__(self, sandbox: Sandbox, command_timeout_s: float, observation_cap: int):
+    def __init__(self, sandbox: Sandbox, command_timeout_s: float, observation_cap: int,
+                 tools: Sequence[Tool] = DEFAULT_TOOLS):
         self.sandbox = sandbox
-        self.editor = Editor(sandbox)
+        self.editor = Editor(sandbox, view_cap=observation_cap)
         self.command_timeout_s = command_timeout_s
         self.observation_cap = observation_cap
         self.submit_calls = 0
-        self.specs = TOOL_SPECS
+        self.registry = {tool.name: tool for tool in tools}
+        self.specs = [tool.spec for tool in tools]
 
     @property
     def submitted(self) -> bool:
@@ -41,32 +77,32 @@ class ToolBox:
 
     def execute(self, call: ToolCall) -> ToolExecution:
         start = time.monotonic()
-        exit_code, error = None, None
+        exit_code, error, rejected = None, None, False
         try:
-            if call.error:
-                raise ToolError(f"Your call to `{call.name}` could not be parsed: {call.error}. "
-                                f"Received: {call.raw_arguments[:500]}")
-            model = ARGUMENT_MODELS.get(call.name)
-            if model is None:
-                raise ToolError(f"Unknown tool `{call.name}`. The available tools are: "
-                                f"{', '.join(ARGUMENT_MODELS)}.")
-            args = model.model_validate(call.arguments or {})
-            if isinstance(args, BashArgs):
-                observation, exit_code = self.bash(args.command)
-            elif isinstance(args, EditorArgs):
-                observation = self.editor(args)
-            else:
-                observation = self.submit()
-        except ValidationError as e:
-            error = observation = f"Invalid arguments for `{call.name}`: " + "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}" for err in e.errors())
+            tool = self.dispatch(call)
+            try:
+                args = tool.arguments.model_validate(call.arguments or {})
+            except ValidationError as e:
+                raise Rejected(f"Invalid arguments for `{call.name}`: " + "; ".join(
+                    f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}" for err in e.errors()))
+            observation, exit_code = tool.run(self, args)
         except ToolError as e:
             error = observation = str(e)
+            rejected = isinstance(e, Rejected)
         return ToolExecution(call_id=call.id, tool=call.name, arguments=call.arguments,
                              observation=clip_middle(observation, self.observation_cap), exit_code=exit_code,
-                             error=error, duration_s=time.monotonic() - start)
+                             error=error, rejected=rejected, duration_s=time.monotonic() - start)
 
-    def bash(self, command: str) -> tuple[str, int | None]:
+    def dispatch(self, call: ToolCall) -> Tool:
+        if call.error:
+            raise Rejected(f"Your call to `{call.name}` could not be parsed: {call.error}. "
+                           f"Received: {call.raw_arguments[:500]}")
+        tool = self.registry.get(call.name)
+        if tool is None:
+            raise Rejected(f"Unknown tool `{call.name}`. The available tools are: {', '.join(self.registry)}.")
+        return tool
+
+    def bash(self, command: str) -> Result:
         if not command.strip():
             raise ToolError("The `command` parameter is empty. Give a bash command to run.")
         result = self.sandbox.execute(command, timeout=self.command_timeout_s)
@@ -80,10 +116,10 @@ class ToolBox:
 
     def submit(self) -> str:
         self.submit_calls += 1
-        diff = self.sandbox.diff()
+        diff = self.sandbox.diff().decode(errors="replace")
         if self.submit_calls == 1:
             return REVIEW_MESSAGE.format(diff=diff)
         return "Submitted. The diff below is your final answer.\n\n" + diff
 
 
-__all__ = ["ToolBox", "TOOL_SPECS", "ToolError", "clip_middle"]
+__all__ = ["DEFAULT_TOOLS", "TOOL_SPECS", "Tool", "ToolBox", "ToolError", "clip_middle"]
