@@ -69,8 +69,8 @@ def read_task(task: str | None, task_file: Path | None) -> str:
 
 
 def sandbox_choice(requested: str, dangerously_no_sandbox: bool) -> str:
-    if requested not in ("auto", "bwrap", "docker"):
-        raise UsageError(f"--sandbox must be auto, bwrap or docker, not {requested!r} "
+    if requested not in ("auto", "bwrap"):
+        raise UsageError(f"--sandbox must be auto or bwrap, not {requested!r} "
                          "(running without isolation is --dangerously-no-sandbox)")
     if dangerously_no_sandbox:
         console.print(UNSANDBOXED_BANNER)
@@ -106,7 +106,7 @@ def run(
     tool_choice: str = typer.Option("auto", "--tool-choice", help="auto or required."),
     command_timeout: float = typer.Option(300.0, "--command-timeout", help="Seconds before a command is killed."),
     api_key_env: str = typer.Option("NIGHTOWL_API_KEY", "--api-key-env", help="Environment variable with the API key."),
-    sandbox: str = typer.Option("auto", "--sandbox", help="auto (bubblewrap), bwrap or docker."),
+    sandbox: str = typer.Option("auto", "--sandbox", help="auto or bwrap (bubblewrap)."),
     dangerously_no_sandbox: bool = typer.Option(False, "--dangerously-no-sandbox", help="Run agent commands without isolation."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the result."),
     max_model_len: MaxModelLen = None, gpu_memory_utilization: GpuMemory = None,

@@ -44,7 +44,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         model_timeout: float = typer.Option(600.0, "--model-timeout", help="Seconds per model request."),
         max_tokens: int = typer.Option(4096, "--max-tokens", min=1, help="Most tokens per model reply."),
         command_timeout: float = typer.Option(300.0, "--command-timeout"),
-        sandbox: str = typer.Option("auto", "--sandbox", help="auto/bwrap/docker (isolating) or local (no isolation)."),
+        sandbox: str = typer.Option("auto", "--sandbox", help="auto/bwrap (isolating) or local (no isolation)."),
         executor: str = typer.Option("local", "--executor", help="local (threads) or ray."),
         ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster (default: start a local one)."),
         api_key_env: str = typer.Option("NIGHTOWL_API_KEY", "--api-key-env", help="Environment variable with the servers' API key."),
@@ -66,8 +66,8 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
 
         if until and hours:
             raise UsageError("give --until or --hours, not both")
-        if sandbox not in ("auto", "bwrap", "docker", "local"):
-            raise UsageError(f"--sandbox must be auto, bwrap, docker or local, not {sandbox!r}")
+        if sandbox not in ("auto", "bwrap", "local"):
+            raise UsageError(f"--sandbox must be auto, bwrap or local, not {sandbox!r}")
         if executor not in ("local", "ray"):
             raise UsageError(f"--executor must be local or ray, not {executor!r}")
         if hours is not None and hours <= 0:

@@ -1,7 +1,8 @@
 """The default backend: every command runs in a fresh bubblewrap sandbox.
 
-Read-only host, the workspace read-write at `/repo`, its git hooks/config read-only, secrets hidden, no
-network, own pid/ipc/uts/user namespaces, no capabilities, no nested user namespaces. When the
+Only the host's system directories read-only (`Policy.system_paths`: /usr, /etc without its secrets, /opt,
+the library and binary links) plus declared toolchain and environment mounts, the workspace read-write at
+`/repo`, its git hooks/config read-only, the run's cgroup read-only at /sys/fs/cgroup, no network, own pid/ipc/uts/user namespaces, no capabilities, no nested user namespaces. When the
 orchestrator is root, bwrap itself is started as an unprivileged uid (bwrap run as real root keeps every
 capability). Memory and process count are capped by one cgroup per run; CPU and file size by rlimits.
 """
@@ -15,20 +16,26 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from sandbox.base import CommandResult, SandboxError
+from sandbox.cgroups import ROOT as CGROUP_ROOT
 from sandbox.cgroups import RunCgroup, owner_alive, reap_stale_cgroups
 from sandbox.environment import sandbox_environment
 from sandbox.files import WorkspaceBackedFiles, WorkspaceFiles
 from sandbox.limits import ResourceLimits, apply_rlimits
 from sandbox.policy import Policy
 from sandbox.process import run_process
+from sandbox.selfcheck import self_check
 from sandbox.workspace import Workspace
 
 log = logging.getLogger(__name__)
 REPO = "/repo"
 INSIDE_HOME = "/tmp"
 ALWAYS_PROTECTED_DIRS = (".git/hooks", ".git/info")
+CONTAINER_DIRS = ("/root", "/home", "/run")
+OBJECTS_INSIDE = "/.objects"
+"""Hidden, but they hold declared mounts' parents (/root/.pyenv): the self-check probes the secrets in them."""
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -51,6 +58,10 @@ def stage_mounts(binds: list[tuple[bytes, bytes]]) -> None:
     _checked(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None))
     for source, target in binds:
         _checked(_libc.mount(source, target, None, MS_BIND | MS_REC, None))
+
+
+def under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def find_bwrap() -> str | None:
@@ -145,6 +156,7 @@ class BubblewrapSandbox(WorkspaceBackedFiles):
                 log.warning("no cgroup for this run (%s); memory and process limits fall back to rlimits", exc)
         self._stage: str | None = None
         self._stage_binds: list[tuple[bytes, bytes]] = []
+        self._temp_files: list[str] = []
         self._closed = False
         try:
             self.argv_prefix = self._build_argv()
@@ -190,14 +202,33 @@ class BubblewrapSandbox(WorkspaceBackedFiles):
                     dirs.append(os.path.realpath(p))
         return dirs
 
+    def _mounted_roots(self) -> list[str]:
+        return [*self.policy.system_paths, *(m.inside for m in self.policy.mounts), *self.policy.writable_paths]
+
+    def _alternates_args(self) -> list[str]:
+        """The user repository's object store (the workspace borrows its objects) at a neutral path inside,
+        with an alternates file naming that path: no host path, and nothing else of the repository, shows."""
+        dirs = self._alternate_object_dirs()
+        if not dirs:
+            return []
+        fd, listing = tempfile.mkstemp(prefix=f"nightowl-alternates-{os.getpid()}-")
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(f"{OBJECTS_INSIDE}/{i}\n" for i in range(len(dirs))))
+        os.chmod(listing, 0o644)
+        self._temp_files.append(listing)
+        args = [a for i, d in enumerate(dirs) for a in ("--ro-bind", self._source(d), f"{OBJECTS_INSIDE}/{i}")]
+        return args + ["--ro-bind", self._source(listing), f"{REPO}/.git/objects/info/alternates"]
+
     def _hidden_args(self) -> list[str]:
+        """Secrets inside what is mounted (/etc/shadow, a mounted home's .ssh) are covered up."""
         args: list[str] = []
         hidden_dirs: list[str] = ["/tmp"]
+        mounted = self._mounted_roots()
         for raw in self.policy.hidden_paths:
             if not os.path.lexists(raw):
                 continue
             path = os.path.realpath(raw)
-            if any(path == d or path.startswith(d.rstrip("/") + "/") for d in hidden_dirs):
+            if not any(under(path, root) for root in mounted) or any(under(path, d) for d in hidden_dirs):
                 continue
             if os.path.isdir(path):
                 args += ["--tmpfs", path]
@@ -207,19 +238,34 @@ class BubblewrapSandbox(WorkspaceBackedFiles):
         return args
 
     def _root_args(self) -> list[str]:
-        """The host's top-level entries read-only on bwrap's tmpfs root, which is then made read-only.
-
-        Binding `/` itself would leave no place to create the `/repo` mount point.
-        """
+        """The system paths read-only on bwrap's tmpfs root (made read-only at the end), links kept as links,
+        then the declared mounts. Nothing else of the host exists inside."""
         args: list[str] = []
-        for name in sorted(os.listdir("/")):
-            path = f"/{name}"
-            if name in ("proc", "dev", "tmp", "repo") or path in self.policy.hidden_paths:
-                continue
+        for path in self.policy.system_paths:
             if os.path.islink(path):
                 args += ["--symlink", os.readlink(path), path]
-            elif os.stat(path).st_mode & 0o005 == 0o005:  # bwrap (unprivileged) must be able to open it
+            elif os.path.isdir(path) and os.stat(path).st_mode & 0o005 == 0o005:  # bwrap runs unprivileged
                 args += ["--ro-bind", path, path]
+        for mount in self.policy.mounts:
+            if not os.path.exists(mount.source):
+                raise SandboxError(f"the mount source {mount.source} does not exist")
+            args += ["--bind" if mount.writable else "--ro-bind", self._source(mount.source), mount.inside]
+        if self.policy.network and os.path.islink("/etc/resolv.conf"):  # e.g. into /run/systemd/resolve
+            target = os.path.realpath("/etc/resolv.conf")
+            if os.path.exists(target):
+                args += ["--ro-bind", self._source(target), target]
+        return args
+
+    def _cgroup_args(self) -> list[str]:
+        """The run's own cgroup at /sys/fs/cgroup (read-only), as a container sees its limits."""
+        cg = self.cgroup
+        if cg is None:
+            return []
+        if cg.version == "v2":
+            return ["--ro-bind", self._source(cg.dirs[0]), "/sys/fs/cgroup"]
+        args: list[str] = []
+        for d in cg.dirs:  # v1: one directory per controller, /sys/fs/cgroup/<controller>/.../<run>
+            args += ["--ro-bind", self._source(d), f"/sys/fs/cgroup/{d.relative_to(CGROUP_ROOT).parts[0]}"]
         return args
 
     def _build_argv(self) -> list[str]:
@@ -231,20 +277,22 @@ class BubblewrapSandbox(WorkspaceBackedFiles):
                 "--perms", "1777", "--size", str(p.tmp_size_mb * 1024 * 1024), "--tmpfs", "/tmp",
                 "--perms", "1777", "--size", str(p.shm_size_mb * 1024 * 1024), "--tmpfs", "/dev/shm"]
         args += self._hidden_args()
-        for path in self._alternate_object_dirs():
-            args += ["--ro-bind", self._source(path), path]
+        args += self._cgroup_args()
         for path in p.writable_paths:
             args += ["--bind", self._source(path), os.path.realpath(path)]
         repo = self._source(self.host_root)
         args += ["--bind", repo, REPO]
         for rel in self._protected:
             args += ["--ro-bind", f"{repo}/{rel}", f"{REPO}/{rel}"]
+        args += self._alternates_args()  # after the workspace: it covers the workspace's alternates file
         args += ["--remount-ro", "/", "--unshare-all", "--unshare-user", "--disable-userns"]
         if p.network:
             args += ["--share-net"]
         args += ["--uid", str(p.inside_uid), "--gid", str(p.inside_uid), "--hostname", "nightowl",
                  "--cap-drop", "ALL", "--die-with-parent", "--new-session", "--chdir", REPO, "--clearenv"]
         env = sandbox_environment(home=INSIDE_HOME, allow=p.env_allow)
+        if p.path_prepend:
+            env["PATH"] = ":".join([*p.path_prepend, env["PATH"]])
         git_config = {"safe.directory": "*", "user.name": "nightowl", "user.email": "nightowl@localhost",
                       "core.pager": "cat"}
         env["GIT_CONFIG_COUNT"] = str(len(git_config))
@@ -271,11 +319,12 @@ class BubblewrapSandbox(WorkspaceBackedFiles):
 
     # -- Sandbox protocol ----------------------------------------------------------------------------
 
-    def execute(self, command: str, timeout: float) -> CommandResult:
+    def execute(self, command: str, timeout: float, launcher_env: dict[str, str] | None = None) -> CommandResult:
+        """`launcher_env` is bubblewrap's own environment (cleared inside); the self-check plants a canary there."""
         if self._closed:
             raise SandboxError("the sandbox is closed")
-        return run_process([*self.argv_prefix, "--", "bash", "-c", command], cwd="/", env={}, timeout=timeout,
-                           preexec=self._preexec, sweep=self._sweep)
+        return run_process([*self.argv_prefix, "--", "bash", "-c", command], cwd="/", env=launcher_env or {},
+                           timeout=timeout, preexec=self._preexec, sweep=self._sweep)
 
     def diff(self) -> bytes:
         patch = super().diff()
@@ -288,36 +337,12 @@ class BubblewrapSandbox(WorkspaceBackedFiles):
                 os.lchown(index, self.uid, self.gid)
         return patch
 
-    def self_check(self) -> dict[str, bool | str]:
-        probe = ("id -u; grep -E '^(NoNewPrivs|CapEff):' /proc/self/status; ls /proc | grep -c '^[0-9]'; "
-                 "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ,; echo; "
-                 "(echo 0 > /proc/sys/kernel/panic) 2>/dev/null && echo sys-writable || echo sys-ro; "
-                 "(unshare -U true) 2>/dev/null && echo userns-ok || echo userns-blocked")
-        result = self.execute(probe, timeout=20)
-        lines = result.output.split("\n")
-        info = dict(line.split(":", 1) for line in lines if line.startswith(("NoNewPrivs:", "CapEff:")))
-        cg = self.cgroup
-        return {
-            "backend": self.name,
-            "isolated": result.returncode == 0,
-            "host_uid": str(self.uid),
-            "uid_inside": lines[0].strip() if lines else "?",
-            "privileges_dropped": self.uid != 0,
-            "no_new_privs": info.get("NoNewPrivs", "").strip() == "1",
-            "capabilities_dropped": info.get("CapEff", "").strip().strip("0") == "",
-            "pid_namespace": len(lines) > 3 and lines[3].strip().isdigit() and int(lines[3]) <= 5,
-            "network_blocked": not self.policy.network and len(lines) > 4 and lines[4].strip(",") in ("", "lo"),
-            "proc_sys_readonly": "sys-ro" in result.output,
-            "nested_userns_blocked": "userns-blocked" in result.output,
-            "secrets_hidden": True,
-            "protected_paths": ",".join(self._protected),
-            "cgroup": cg.version if cg else "none",
-            "memory_limit": f"cgroup-{cg.version}" if cg and cg.memory else "rlimit-address-space",
-            "pids_limit": (f"cgroup-{cg.version}" if cg and cg.pids
-                           else "rlimit-nproc" if self.uid != 0 else "not-enforced"),
-            "cpu_limit": "rlimit", "file_size_limit": "rlimit",
-            "tmpfs_mb": f"/tmp={self.policy.tmp_size_mb},/dev/shm={self.policy.shm_size_mb}",
-        }
+    def self_check(self) -> dict[str, Any]:
+        check = self_check(lambda command, env: self.execute(command, timeout=30, launcher_env=env),
+                           backend=self.name, root=REPO, workspace=self.host_root,
+                           secret_paths=[p for p in self.policy.hidden_paths if p not in CONTAINER_DIRS], protected=list(self._protected))
+        check["mounts"] = [m.inside for m in self.policy.mounts]
+        return check
 
     def close(self) -> None:
         if self.cgroup is not None:
@@ -326,4 +351,7 @@ class BubblewrapSandbox(WorkspaceBackedFiles):
         if self._stage is not None:
             shutil.rmtree(self._stage, ignore_errors=True)  # only empty mount points: mounts were per-command
             self._stage = None
+        for path in self._temp_files:
+            if os.path.exists(path):
+                os.unlink(path)
         self._closed = True

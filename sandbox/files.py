@@ -2,12 +2,24 @@
 from __future__ import annotations
 
 import os
+import stat
+import tempfile
 from pathlib import Path, PurePosixPath
 
-from sandbox.base import PathOutsideWorkspace, ProtectedPath
+from sandbox.base import FileTooLarge, NotARegularFile, PathOutsideWorkspace, ProtectedPath
 from sandbox.workspace import Workspace, workspace_diff
 
 PROTECTED_RELATIVE_PATHS = (".git/hooks", ".git/config", ".git/info", ".git/objects/info/alternates")
+MAX_READ_BYTES = 8 * 1024 * 1024
+"""The most the editor reads into the orchestrator's memory; bigger files are for `grep`/`sed` inside."""
+FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+              stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symlink"}
+
+
+def refuse_unless_regular(mode: int, shown: str) -> None:
+    if not stat.S_ISREG(mode):
+        kind = FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        raise NotARegularFile(f"{shown} is {kind}; the editor only reads and writes regular files.")
 
 
 class WorkspaceFiles:
@@ -51,19 +63,50 @@ class WorkspaceFiles:
             if rel == protected or rel.startswith(protected + "/"):
                 raise ProtectedPath(f"{self.visible_path(host)} is protected and cannot be modified.")
 
-    def read(self, path: str) -> bytes:
-        return self.host_path(path).read_bytes()
+    def read(self, path: str, limit: int = MAX_READ_BYTES) -> bytes:
+        """The file's bytes. Never blocks (a FIFO is refused, not opened for a writer that never comes), never
+        follows a symlink swapped in after `host_path`, and never reads more than `limit` bytes."""
+        host = self.host_path(path)
+        fd = os.open(host, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            info = os.fstat(fd)
+            refuse_unless_regular(info.st_mode, path)
+            if info.st_size > limit:
+                raise FileTooLarge(f"{path} is {info.st_size / 2**20:.1f} MiB; the editor reads files up to "
+                                   f"{limit / 2**20:.0f} MiB. Look inside it with bash (grep -n, sed -n 'A,Bp').")
+            chunks, size = [], 0
+            while size <= limit and (chunk := os.read(fd, 1 << 20)):
+                chunks.append(chunk)
+                size += len(chunk)
+            if size > limit:
+                raise FileTooLarge(f"{path} grew past {limit / 2**20:.0f} MiB while it was read.")
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
 
     def write(self, path: str, data: bytes) -> Path:
+        """Replace the file atomically through a fresh temporary file (created exclusively: a planted link
+        or FIFO in its place cannot redirect the write)."""
         host = self.host_path(path)
         self.check_writable(host)
-        tmp = host.with_name(f".{host.name}.nightowl-tmp")
-        tmp.write_bytes(data)
-        if host.exists():
-            os.chmod(tmp, host.stat().st_mode & 0o7777)
-        if self.owner is not None:
-            os.chown(tmp, *self.owner)
-        os.replace(tmp, host)
+        try:
+            mode: int | None = os.lstat(host).st_mode
+        except FileNotFoundError:
+            mode = None
+        if mode is not None:
+            refuse_unless_regular(mode, path)
+        fd, tmp = tempfile.mkstemp(dir=host.parent, prefix=f".{host.name}.", suffix=".nightowl-tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                os.fchmod(f.fileno(), (mode & 0o7777) if mode is not None else 0o644)
+                if self.owner is not None:
+                    os.fchown(f.fileno(), *self.owner)
+            os.replace(tmp, host)
+        except BaseException:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            raise
         return host
 
 

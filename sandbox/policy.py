@@ -22,6 +22,21 @@ HIDDEN_HOME_ENTRIES = (".ssh", ".aws", ".netrc", ".npmrc", ".pypirc", ".docker",
                        ".cargo/credentials", ".cargo/credentials.toml", ".pgpass", ".bash_history",
                        ".huggingface", ".cache/huggingface/token", ".m2/settings.xml")
 LOOSENABLE = frozenset({"network", "writable_paths", "env_allow", "limits"})
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt")
+"""What the toolchain needs from the host, read-only; every other top-level directory (/home, /root, /srv,
+/work, /var, /mnt, /media, ...) is absent inside unless mounted on purpose (`Policy.mounts`)."""
+
+
+class Mount(BaseModel):
+    source: str
+    """A host directory or file."""
+    target: str | None = None
+    """Where it appears inside; default: the same path."""
+    writable: bool = False
+
+    @property
+    def inside(self) -> str:
+        return self.target or self.source
 
 
 def invoking_user_secret_paths() -> list[str]:
@@ -40,6 +55,11 @@ class Policy(BaseModel):
     network: bool = False
     writable_paths: list[str] = Field(default_factory=list)
     """Host paths bound read-write in addition to the workspace (empty by default)."""
+    system_paths: tuple[str, ...] = SYSTEM_PATHS
+    mounts: list[Mount] = Field(default_factory=list)
+    """More host paths, read-only unless marked: toolchains (pyenv, nvm, rustup) and the prepared environment."""
+    path_prepend: list[str] = Field(default_factory=list)
+    """Directories put in front of PATH inside (a toolchain's or the environment's `bin`)."""
     hidden_paths: list[str] = Field(default_factory=lambda: [*HIDDEN_SYSTEM_PATHS, *invoking_user_secret_paths()])
     protected_paths: tuple[str, ...] = PROTECTED_RELATIVE_PATHS
     """Relative to the workspace: readable, never writable (from inside or by the editor)."""

@@ -10,7 +10,7 @@ from sandbox.local import LocalSandbox
 from sandbox.policy import Policy
 from sandbox.workspace import Workspace
 
-SandboxKind = Literal["auto", "bwrap", "docker", "local"]
+SandboxKind = Literal["auto", "bwrap", "local"]
 INSTALL_HINT = ("install bubblewrap (`apt-get install bubblewrap`), or run without isolation with "
                 "--dangerously-no-sandbox")
 
@@ -24,9 +24,6 @@ def open_sandbox(kind: SandboxKind, workspace: Workspace, limits: ResourceLimits
     """`auto` never falls back to the unisolated backend: that needs an explicit `local`."""
     if kind == "local":
         return LocalSandbox(workspace, limits)
-    if kind == "docker":
-        from sandbox.docker import DockerSandbox
-        return DockerSandbox(workspace, limits, policy)
     if kind not in ("auto", "bwrap"):
         raise UserError(f"unknown sandbox kind {kind!r} (auto, bwrap or local)")
     from sandbox.bwrap import BubblewrapSandbox, bwrap_works

@@ -21,17 +21,8 @@ SECRETS = {".ssh/id_rsa": "-----BEGIN FAKE KEY-----", ".aws/credentials": "[defa
            ".config/gh/hosts.yml": "oauth_token: fake", ".bashrc": "# user rc\n", ".gitconfig": "[user]\n"}
 
 
-def _docker_ok() -> bool:
-    from sandbox.docker import docker_available
-    return docker_available()
-
-
-# bubblewrap is the default backend: it is never skipped (CI installs it; without it these tests must fail).
-# Docker is opt-in and runs only where an engine answers.
-ISOLATING_BACKENDS = [
-    "bwrap",
-    pytest.param("docker", marks=pytest.mark.skipif(not _docker_ok(), reason="no Docker engine reachable")),
-]
+# bubblewrap is the isolating backend: it is never skipped (CI installs it; without it these tests must fail).
+ISOLATING_BACKENDS = ["bwrap"]
 BACKENDS = [*ISOLATING_BACKENDS, "local"]
 
 

@@ -51,8 +51,9 @@ def test_home_secrets_are_invisible(make_sandbox, isolating, fake_home):
         result = sb.execute(f"cat {fake_home / rel}", timeout=10)
         assert result.returncode != 0 and "fake" not in result.output
         assert "No such file" in result.output
-    result = sb.execute("ls -A /root /home /run; cat /etc/shadow 2>/dev/null | wc -c; ls /etc/ssh | wc -l", timeout=10)
-    assert result.output.split() == ["/home:", "/root:", "/run:", "0", "0"]
+    result = sb.execute("ls -d /root /home /run 2>/dev/null | wc -l; cat /etc/shadow 2>/dev/null | wc -c; "
+                        "ls /etc/ssh | wc -l", timeout=10)
+    assert result.output.split() == ["0", "0", "0"]
 
 
 # 2
@@ -352,7 +353,7 @@ def test_users_repo_untouched(make_sandbox, backend, user_repo):
     sb.execute("echo x > new.py && git add -A && git commit -qm agent && git tag t1 && git branch b1 && "
                "git gc -q; git push origin HEAD 2>&1; git remote add up ../user-repo; true", timeout=30)
     sb.write_file("app.py", b"print('changed')\n")
-    assert "changed" in sb.diff()
+    assert b"changed" in sb.diff()
     assert tree_hash(user_repo) == before
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.cgroups import RunCgroup
+from sandbox.errors import UserError
 from sandbox.limits import ResourceLimits
 from sandbox.policy import Policy
 from sandbox.select import open_sandbox
@@ -29,7 +30,7 @@ def test_loosen_applies_only_what_the_user_allowed():
     looser = p.loosen({"network"}, {"network": True, "writable_paths": ["/etc"]})
     assert looser.network is True and looser.writable_paths == []
     assert p.network is False
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError):
         p.loosen({"hidden_paths"}, {"hidden_paths": []})
     more_env = p.loosen({"env_allow"}, {"env_allow": ["CI", "GITHUB_TOKEN"]})
     assert "CI" in more_env.env_allow and "GITHUB_TOKEN" not in more_env.env_allow
@@ -54,10 +55,9 @@ def test_run_cgroup_limits_join_and_cleanup():
 
 
 def test_unknown_kind_is_refused(make_sandbox, user_repo, tmp_path):
-    from sandbox.base import SandboxError
     from sandbox.workspace import create_workspace
     ws = create_workspace(user_repo, "HEAD", tmp_path / "wsx")
-    with pytest.raises(SandboxError):
+    with pytest.raises(UserError, match="unknown sandbox kind"):
         open_sandbox("chroot", ws)  # type: ignore[arg-type]
 
 
