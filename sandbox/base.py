@@ -7,7 +7,7 @@ leave the workspace.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -69,8 +69,8 @@ class Sandbox(Protocol):
         """The patch of the workspace against its base commit, new files included, byte for byte."""
         ...
 
-    def self_check(self) -> dict[str, bool | str]:
-        """Which protections are active, recorded in the trajectory."""
+    def self_check(self) -> dict[str, Any]:
+        """Which protections are active, measured from inside (sandbox/selfcheck.py), recorded in the trajectory."""
         ...
 
     def close(self) -> None: ...

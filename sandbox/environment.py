@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 
 ALLOWED_VARIABLES = ("PATH", "LANG", "LANGUAGE", "TERM", "TZ", "LC_ALL", "LC_CTYPE", "LC_MESSAGES")
 SECRET_NAME = re.compile(
@@ -11,9 +12,10 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def sandbox_environment(home: str, extra: dict[str, str] | None = None,
-                        allow: tuple[str, ...] = ALLOWED_VARIABLES) -> dict[str, str]:
+                        allow: tuple[str, ...] = ALLOWED_VARIABLES,
+                        host: Mapping[str, str] = os.environ) -> dict[str, str]:
     """Allow-listed variables from the host plus fixed ones; `extra` cannot smuggle secrets back in."""
-    env = {name: os.environ[name] for name in allow if name in os.environ and not SECRET_NAME.search(name)}
+    env = {name: host[name] for name in allow if name in host and not SECRET_NAME.search(name)}
     env.setdefault("PATH", DEFAULT_PATH)
     env.update({
         "HOME": home,

@@ -5,13 +5,18 @@ development and for machines where nothing isolating works, and is only chosen e
 """
 from __future__ import annotations
 
+import os
 import tempfile
+from pathlib import Path
+from typing import Any
 
 from sandbox.base import CommandResult
 from sandbox.environment import sandbox_environment
-from sandbox.files import WorkspaceBackedFiles, WorkspaceFiles
+from sandbox.files import PROTECTED_RELATIVE_PATHS, WorkspaceBackedFiles, WorkspaceFiles
 from sandbox.limits import ResourceLimits, apply_rlimits
+from sandbox.policy import invoking_user_secret_paths
 from sandbox.process import run_process
+from sandbox.selfcheck import self_check
 from sandbox.workspace import Workspace
 
 
@@ -26,13 +31,17 @@ class LocalSandbox(WorkspaceBackedFiles):
         self._home = tempfile.TemporaryDirectory(prefix="nightowl-home-")
         self.env = sandbox_environment(home=self._home.name)
 
-    def execute(self, command: str, timeout: float) -> CommandResult:
-        return run_process(["bash", "-c", command], cwd=self.root, env=self.env, timeout=timeout,
+    def execute(self, command: str, timeout: float, launcher_env: dict[str, str] | None = None) -> CommandResult:
+        """`launcher_env`: variables added to the host environment the command's is scrubbed from (a canary)."""
+        env = self.env if launcher_env is None else sandbox_environment(
+            home=self._home.name, host={**os.environ, **launcher_env})
+        return run_process(["bash", "-c", command], cwd=self.root, env=env, timeout=timeout,
                            preexec=lambda: apply_rlimits(self.limits))
 
-    def self_check(self) -> dict[str, bool | str]:
-        return {"backend": self.name, "isolated": False, "network_blocked": False, "secrets_scrubbed": True,
-                "process_group_kill": True, "rlimits": True}
+    def self_check(self) -> dict[str, Any]:
+        return self_check(lambda command, env: self.execute(command, timeout=30, launcher_env=env),
+                          backend=self.name, root=self.root, workspace=Path(self.root),
+                          secret_paths=invoking_user_secret_paths(), protected=list(PROTECTED_RELATIVE_PATHS))
 
     def close(self) -> None:
         self._home.cleanup()

@@ -36,7 +36,8 @@ echo "canary_env=$(env | grep -c "^$CANARY_VAR=")"
 if command -v timeout >/dev/null; then
   timeout 3 bash -c 'exec 3<>/dev/tcp/1.1.1.1/53' 2>/dev/null && echo "outside=connected" || echo "outside=refused"
 fi
-(echo 0 > /proc/sys/kernel/panic) 2>/dev/null && echo "sysctl=writable" || echo "sysctl=readonly"
+v=$(cat /proc/sys/kernel/panic)  # written back unchanged: a no-op where the write is allowed
+(echo "$v" > /proc/sys/kernel/panic) 2>/dev/null && echo "sysctl=writable" || echo "sysctl=readonly"
 if command -v unshare >/dev/null; then
   (unshare -U true) 2>/dev/null && echo "userns=allowed" || echo "userns=blocked"
 fi
