@@ -19,7 +19,9 @@ from agent.trajectory import ExitStatus, Trajectory, save_trajectory, write_byte
 from sandbox.errors import NightowlError, TaskError, UserError
 from sandbox.git import repo_toplevel, resolve_commit
 from sandbox.limits import ResourceLimits
+from sandbox.repo_config import load_repo_config
 from sandbox.select import SandboxKind, open_sandbox
+from sandbox.setup_env import environment_policy, prepare_environment
 from sandbox.workspace import commit_patch_to_branch, create_workspace, remove_workspace
 
 DEFAULT_OUT = Path.home() / ".nightowl" / "runs"
@@ -72,6 +74,7 @@ def run_task(request: RunRequest, model: Model | None = None,
         agent_config = agent_config.model_copy(update={"context_length": int(card["max_model_len"])})
 
     base_commit = resolve_commit(repo, request.commit)
+    repo_config = load_repo_config(repo, base_commit)
     if trajectory_path.exists():
         raise UserError(f"run {run_id} already exists: {trajectory_path}")
     try:
@@ -83,11 +86,17 @@ def run_task(request: RunRequest, model: Model | None = None,
         run_id=run_id, task=request.task, repo=str(repo), base_commit=workspace.base_commit,
         model=request.model.model, base_url=request.model.base_url, tools=[],
         settings={"agent": agent_config.model_dump(), "model": request.model.model_dump(),
-                  "limits": request.limits.model_dump(), "sandbox": request.sandbox},
+                  "limits": request.limits.model_dump(), "sandbox": request.sandbox,
+                  "repo_config": repo_config.model_dump()},
     )
     branch = branch_error = None
     try:
-        sandbox = open_sandbox(request.sandbox, workspace, request.limits)
+        prepared = prepare_environment(repo, base_commit, repo_config, request.sandbox)
+        if prepared is not None:
+            trajectory.settings["environment"] = {"log": str(prepared.log), "reused": prepared.reused,
+                                                  "setup_s": round(prepared.setup_s, 3)}
+        policy = environment_policy(prepared, repo_config, request.limits)
+        sandbox = open_sandbox(request.sandbox, workspace, request.limits, policy)
         try:
             trajectory.sandbox = dict(sandbox.self_check())
             agent = Agent(model, sandbox, agent_config, trajectory, should_stop=should_stop)
