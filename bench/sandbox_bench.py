@@ -140,7 +140,7 @@ def main() -> None:
     lines = ["## Sandbox", "",
              f"`python bench/sandbox_bench.py --runs {args.runs} --files {args.files}` on {platform.node() or 'host'}: "
              f"{os.cpu_count()} cores, kernel {platform.release()}, uid {os.geteuid()}, "
-             f"cgroup {check['cgroup']} (memory: {check['memory_limit']}, pids: {check['pids_limit']}), "
+             f"memory limit {check['memory_limit_mb']} MiB ({check['memory_limit_source']}), pids limit {check['pids_limit']} (read inside), "
              f"load average {load:.1f} at the end. Setups run in interleaved blocks of {max(1, args.runs // 4)} consecutive commands, {args.runs} commands each.", "",
              "| per-command setup | median ms | p90 ms |", "|---|---|---|"]
     for name, s in samples.items():

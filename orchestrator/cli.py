@@ -146,7 +146,9 @@ def run(
             out.print(f"trajectory: {outcome.trajectory_path}\npatch:      {outcome.patch_path}")
             if outcome.branch:
                 out.print(f"branch:     {outcome.branch}")
-        if outcome.exit_status != ExitStatus.submitted:
+            elif outcome.branch_error:
+                out.print(f"branch:     not created ({outcome.branch_error})", highlight=False)
+        if outcome.exit_status != ExitStatus.submitted or outcome.branch_error:
             raise typer.Exit(1)
 
     if base_url:

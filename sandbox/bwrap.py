@@ -35,6 +35,7 @@ INSIDE_HOME = "/tmp"
 ALWAYS_PROTECTED_DIRS = (".git/hooks", ".git/info")
 CONTAINER_DIRS = ("/root", "/home", "/run")
 OBJECTS_INSIDE = "/.objects"
+SANDBOX_OWN_DIRS = {"dev", "proc", "sys", "tmp"}
 """Hidden, but they hold declared mounts' parents (/root/.pyenv): the self-check probes the secrets in them."""
 
 
@@ -342,6 +343,10 @@ class BubblewrapSandbox(WorkspaceBackedFiles):
                            backend=self.name, root=REPO, workspace=self.host_root,
                            secret_paths=[p for p in self.policy.hidden_paths if p not in CONTAINER_DIRS], protected=list(self._protected))
         check["mounts"] = [m.inside for m in self.policy.mounts]
+        expected = {p.strip("/").split("/")[0] for p in (*self.policy.system_paths, *check["mounts"],
+                                                        *self.policy.writable_paths, REPO, OBJECTS_INSIDE)}
+        check["unexpected_root_entries"] = sorted(set(check["root_entries"]) - expected - SANDBOX_OWN_DIRS)
+        check["isolated"] = check["isolated"] and not check["unexpected_root_entries"]
         return check
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ development and for machines where nothing isolating works, and is only chosen e
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,8 @@ class LocalSandbox(WorkspaceBackedFiles):
         """`launcher_env`: variables added to the host environment the command's is scrubbed from (a canary)."""
         env = self.env if launcher_env is None else sandbox_environment(
             home=self._home.name, host={**os.environ, **launcher_env})
-        return run_process(["bash", "-c", command], cwd=self.root, env=env, timeout=timeout,
+        bash = shutil.which("bash", path=env.get("PATH")) or "/bin/bash"
+        return run_process([bash, "-c", command], cwd=self.root, env=env, timeout=timeout,
                            preexec=lambda: apply_rlimits(self.limits))
 
     def self_check(self) -> dict[str, Any]:

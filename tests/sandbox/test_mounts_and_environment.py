@@ -37,6 +37,7 @@ def test_a_file_planted_under_srv_is_not_readable(make_sandbox):
             assert f"cannot access '{top}'" in result.output, top
         check = sb.self_check()
         assert not {"srv", "work", "var", "mnt", "media", "home", "root"} & set(check["root_entries"])
+        assert check["unexpected_root_entries"] == [] and check["isolated"] is True
     finally:
         shutil.rmtree(planted)
 
