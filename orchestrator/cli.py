@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
-import click
 import typer
 from rich.console import Console
 
@@ -47,7 +46,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except NightowlError as e:
             console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
-        except (typer.Exit, typer.Abort, click.ClickException):
+        except (typer.Exit, typer.Abort, typer.BadParameter):
             raise
         except Exception as e:
             console.print(f"[bold red]internal error[/] (a bug in nightowl, not your input): {report_bug(e, fn.__name__)}",

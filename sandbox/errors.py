@@ -24,8 +24,3 @@ class TaskError(UserError):
 
 class InfrastructureError(NightowlError):
     """A server, the machine or a sandbox failed: not the task's fault, worth retrying later."""
-
-
-def first_line_of(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

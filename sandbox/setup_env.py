@@ -17,11 +17,12 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from sandbox.base import CommandResult
 from sandbox.errors import TaskError, UserError
 from sandbox.limits import ResourceLimits
 from sandbox.policy import Mount, Policy
 from sandbox.repo_config import ENV_INSIDE, RepoConfig
-from sandbox.workspace import create_workspace, remove_workspace
+from sandbox.workspace import Workspace, create_workspace, remove_workspace
 
 DEFAULT_CACHE = Path.home() / ".nightowl" / "envs"
 
@@ -87,7 +88,8 @@ def prepare_environment(repo: Path, commit: str, config: RepoConfig, kind: str,
         return PreparedEnvironment(directory=env_dir, log=log, reused=False, setup_s=elapsed)
 
 
-def run_setup(workspace, env_dir: Path, setup: str, config: RepoConfig, base: Policy | None):  # type: ignore[no-untyped-def]
+def run_setup(workspace: Workspace, env_dir: Path, setup: str, config: RepoConfig,
+              base: Policy | None) -> CommandResult:
     from sandbox.bwrap import BubblewrapSandbox
 
     policy = toolchain_policy(config, base)

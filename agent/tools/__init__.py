@@ -32,7 +32,7 @@ REVIEW_MESSAGE = """Before this is final, review your change:
 {diff}
 </diff>"""
 
-Result = tuple[str, "int | None"]
+Result = tuple[str, int | None]
 """(observation, exit code or None)"""
 
 

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from agent.model import ModelConfig
 from agent.parsing import ToolCall
-from agent.run import RunRequest, run_task
+from agent.run import run_task
 from agent.scripted_server import ScriptedServer
 from agent.tools import DEFAULT_TOOLS, TOOL_SPECS, Tool, ToolBox
 from agent.tools.editor import Editor

@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from agent.run import RunOutcome, RunRequest
 from agent.scripted_server import ScriptedServer
 from orchestrator.shift import Shift, ShiftOptions, file_source

@@ -16,7 +16,7 @@ import pytest
 from agent.model import ModelConfig
 from agent.run import RunRequest, run_task
 from agent.scripted_server import ScriptedServer
-from agent.trajectory import ExitStatus, load_trajectory
+from agent.trajectory import load_trajectory
 from sandbox.bwrap import BubblewrapSandbox
 from sandbox.policy import Mount, Policy
 from sandbox.repo_config import RepoConfigError, load_repo_config
