@@ -2,9 +2,9 @@
 
 Only the host's system directories read-only (`Policy.system_paths`: /usr, /etc without its secrets, /opt,
 the library and binary links) plus declared toolchain and environment mounts, the workspace read-write at
-`/repo`, its git hooks/config read-only, the run's cgroup read-only at /sys/fs/cgroup, no network, own pid/ipc/uts/user namespaces, no capabilities, no nested user namespaces. When the
-orchestrator is root, bwrap itself is started as an unprivileged uid (bwrap run as real root keeps every
-capability). Memory and process count are capped by one cgroup per run; CPU and file size by rlimits.
+`/repo`, its git hooks/config read-only, the run's cgroup read-only at /sys/fs/cgroup, no network, own
+pid/ipc/uts/user namespaces, no capabilities, no nested user namespaces. When the orchestrator is root,
+bwrap itself is started as an unprivileged uid (bwrap run as real root keeps every capability). Memory and process count are capped by one cgroup per run; CPU and file size by rlimits.
 """
 from __future__ import annotations
 
@@ -34,9 +34,9 @@ REPO = "/repo"
 INSIDE_HOME = "/tmp"
 ALWAYS_PROTECTED_DIRS = (".git/hooks", ".git/info")
 CONTAINER_DIRS = ("/root", "/home", "/run")
+"""Hidden, but they hold declared mounts' parents (/root/.pyenv): the self-check probes the secrets in them."""
 OBJECTS_INSIDE = "/.objects"
 SANDBOX_OWN_DIRS = {"dev", "proc", "sys", "tmp"}
-"""Hidden, but they hold declared mounts' parents (/root/.pyenv): the self-check probes the secrets in them."""
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
