@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel
 
 from agent.chat_template import TEMPLATE_FILES, read_chat_template, template_from_file
+from sandbox.errors import UserError
 
 ALLOWED_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 """vLLM 0.32's `MaxLoRARanks`: `--max-lora-rank` takes only these."""
@@ -27,7 +28,7 @@ UNRELIABLE_TOOL_CALLERS = ("qwen2.5-coder", "qwen2_5-coder")
 """Name fragments of models that often answer in fenced JSON instead of a tool call."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A model or adapter the user named cannot be served as given."""
 
 
