@@ -103,7 +103,8 @@ def test_server_dies_and_comes_back(tmp_path):
     import threading
 
     def outage():
-        time.sleep(0.6)
+        while not server.chat_requests():  # agents are talking to it (however long their set-up took)
+            time.sleep(0.01)
         server.stop()
         time.sleep(2.0)
         back = ScriptedServer(agent_reply, port=port)
