@@ -21,6 +21,7 @@ from orchestrator.serve_options import (PASSTHROUGH, SERVING_FLAGS, Adapters, Da
                                         GpuMemory, Lora, MaxLoraRank, MaxLoras, MaxModelLen, ReasoningParser,
                                         TensorParallel, ToolCallParser, announce, log_path_for,
                                         refuse_with_base_url, server_config)
+from orchestrator.report_cli import register as register_report_command
 from orchestrator.shift_cli import register as register_shift_commands
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -222,6 +223,7 @@ def serve(ctx: typer.Context,
 
 
 register_shift_commands(app, user_errors)
+register_report_command(app, user_errors)
 
 
 def main() -> None:
