@@ -22,12 +22,8 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     raw = (high - low) / count
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    first = math.floor(low / step) * step
-    ticks, value = [], first
-    while value <= high + step * 1e-9:
-        ticks.append(round(value, 10))
-        value += step
-    return ticks
+    first, last = math.floor(low / step), math.ceil(high / step - 1e-9)
+    return [round(i * step, 10) for i in range(first, last + 1)]
 
 
 def fmt(value: float) -> str:
@@ -40,12 +36,12 @@ def fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
-def frame(title: str, body: list[str], x_label: str = "", y_label: str = "") -> str:
-    parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" '
+def frame(title: str, body: list[str], x_label: str = "", y_label: str = "", height: int = H) -> str:
+    parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {height}" width="{W}" height="{height}" '
              f'role="img" aria-label="{esc(title)}">',
              f'<text x="{W / 2}" y="16" class="title" text-anchor="middle">{esc(title)}</text>', *body]
     if x_label:
-        parts.append(f'<text x="{(LEFT + W - RIGHT) / 2}" y="{H - 6}" class="axis-label" text-anchor="middle">'
+        parts.append(f'<text x="{(LEFT + W - RIGHT) / 2}" y="{height - 6}" class="axis-label" text-anchor="middle">'
                      f'{esc(x_label)}</text>')
     if y_label:
         parts.append(f'<text x="12" y="{(TOP + H - BOTTOM) / 2}" class="axis-label" text-anchor="middle" '
@@ -112,7 +108,7 @@ def bar_chart(title: str, items: list[tuple[str, float]], x_label: str = "") -> 
     if not items:
         return empty_chart(title, "no data")
     top = max(v for _, v in items) or 1
-    row = min(24.0, (H - TOP - BOTTOM) / len(items))
+    row = 22.0
     left = 130
     body = []
     for i, (label, value) in enumerate(items):
@@ -122,7 +118,7 @@ def bar_chart(title: str, items: list[tuple[str, float]], x_label: str = "") -> 
         body.append(f'<rect x="{left}" y="{y + 2:.1f}" width="{width:.1f}" height="{row - 4:.1f}" '
                     f'fill="{PALETTE[i % len(PALETTE)]}"><title>{esc(label)}: {fmt(value)}</title></rect>')
         body.append(f'<text x="{left + width + 4:.1f}" y="{y + row * 0.65:.1f}" class="tick">{fmt(value)}</text>')
-    return frame(title, body, x_label)
+    return frame(title, body, x_label, height=int(TOP + row * len(items) + 24))
 
 
 def histogram(title: str, bins: list[tuple[str, int]], x_label: str, y_label: str = "count") -> str:
