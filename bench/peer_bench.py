@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent.scripted_server import ScriptedServer  # noqa: E402
+from bench.agent_bench import make_repo  # noqa: E402
 from bench.conditions import load_average, machine, wait_for_quiet  # noqa: E402
 
 MINI_VERSION = "2.4.6"
@@ -79,17 +80,6 @@ class Recorder:
 
 def git(*args: str, cwd: Path) -> None:
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_repo(root: Path) -> Path:
-    repo = root / "repo"
-    repo.mkdir()
-    for i in range(50):
-        (repo / f"m{i}.py").write_text(f"def f{i}():\n    return {i}\n")
-    git("init", "-q", "-b", "main", cwd=repo)
-    git("add", "-A", cwd=repo)
-    git("-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "init", cwd=repo)
-    return repo
 
 
 def ensure_mini_venv(venv: Path) -> Path:
