@@ -1,6 +1,9 @@
 """Prefix-cache reuse on the real vLLM server: the requests of a 30-step nightowl trajectory, replayed in order.
 
-    flock /tmp/nightowl-slow.lock python bench/prefix_cache_bench.py [--steps 30]
+    python bench/prefix_cache_bench.py [--steps 30]
+
+On a shared machine it first waits for a quiet moment, then takes /tmp/nightowl-slow.lock (the lock every
+vLLM/Ray job here holds) before starting vLLM, so it never runs beside another vLLM.
 
 1. The real agent runs 30 steps (bash commands on a real repo, then submit) against a scripted server,
    which keeps the exact request bodies the agent sent.
@@ -13,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import re
@@ -94,6 +98,7 @@ def main() -> None:
                         help="above the tiny model's 4,096 positions: a random-weight model does not care, the cache is the point")
     parser.add_argument("--quiet-load", type=float, default=1.5)
     parser.add_argument("--max-wait", type=float, default=600)
+    parser.add_argument("--lock", default="/tmp/nightowl-slow.lock", help="held while vLLM runs")
     args = parser.parse_args()
     from transformers import AutoTokenizer
 
@@ -112,6 +117,8 @@ def main() -> None:
         if max(len(p) for p in prompts) >= args.max_model_len:
             raise SystemExit(f"the longest prompt has {max(len(p) for p in prompts)} tokens, over --max-model-len")
         conditions = wait_for_quiet(args.quiet_load, args.max_wait)
+        lock = open(args.lock, "w")
+        fcntl.flock(lock, fcntl.LOCK_EX)
         os.environ["VLLM_ALLOW_LONG_MAX_MODEL_LEN"] = "1"
         config = ServerConfig(model=str(model_dir), served_model_name=SERVED, device="cpu",
                               max_model_len=args.max_model_len, max_lora_rank=8, max_loras=2, startup_timeout_s=900,

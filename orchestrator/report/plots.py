@@ -17,18 +17,22 @@ def finished_over_time(finish_times: list[float], start: float, label: str = "ta
     return line_chart(f"{label} over time", {label: points} if times else {}, f"{unit} since start", label, step=True)
 
 
-def tokens_per_second(step_tokens: list[tuple[float, int]], start: float, bins: int = 40) -> str:
+def tokens_per_second(step_tokens: list[tuple[float, int, int]], start: float, bins: int = 40) -> str:
+    """Prompt + completion tokens/s (what the servers processed) and completion tokens/s (what they generated)."""
     if not step_tokens:
         return line_chart("tokens/s", {}, "", "")
-    end = max(t for t, _ in step_tokens)
-    span = max(end - start, 1e-3)
+    span = max(max(t for t, _, _ in step_tokens) - start, 1e-3)
     width = span / bins
-    totals = [0] * bins
-    for t, tokens in step_tokens:
-        totals[min(bins - 1, max(0, int((t - start) / width)))] += tokens
+    totals, generated = [0] * bins, [0] * bins
+    for t, tokens, completion in step_tokens:
+        i = min(bins - 1, max(0, int((t - start) / width)))
+        totals[i] += tokens
+        generated[i] += completion
     unit, div = time_unit(span)
-    points = [((i + 0.5) * width / div, total / width) for i, total in enumerate(totals)]
-    return line_chart("tokens/s (all agents)", {"tokens/s": points}, f"{unit} since start", "tokens/s")
+    x = [(i + 0.5) * width / div for i in range(bins)]
+    return line_chart("tokens/s (all agents)", {"prompt + completion": [(xi, v / width) for xi, v in zip(x, totals)],
+                                                "completion": [(xi, v / width) for xi, v in zip(x, generated)]},
+                      f"{unit} since start", "tokens/s")
 
 
 def status_breakdown(title: str, statuses: Counter) -> str:

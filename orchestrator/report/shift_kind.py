@@ -81,7 +81,7 @@ def collect(directory: Path, options: ReportOptions) -> Section:
     statuses = Counter(r["result"] or r["state"] for r in rows)
     step_tokens = [p for s in trajectories.stats for p in s.step_tokens]
     plots = [finished_over_time([r["recorded_at"] for r in results], started or 0.0),
-             tokens_per_second(step_tokens, started or min((t for t, _ in step_tokens), default=0.0)),
+             tokens_per_second(step_tokens, started or min((p[0] for p in step_tokens), default=0.0)),
              status_breakdown("tasks by result", statuses)]
     texts = [("summary.md", read_text(directory / "summary.md"))] if (directory / "summary.md").is_file() else []
     return Section(kind="shift", title=f"Shift {directory.name}", summary=summary, plots=plots, columns=COLUMNS,

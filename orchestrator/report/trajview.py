@@ -22,8 +22,8 @@ class TrajectoryStats(BaseModel):
     total_tokens: int = 0
     duration_s: float | None = None
     model_s: float = 0.0
-    step_tokens: list[tuple[float, int]] = Field(default_factory=list)
-    """(Unix time a model call ended, tokens it used): the raw material of the tokens/s plot."""
+    step_tokens: list[tuple[float, int, int]] = Field(default_factory=list)
+    """(Unix time a model call ended, its prompt + completion tokens, its completion tokens): for tokens/s."""
 
 
 def text_of(content: Any) -> str:
@@ -113,7 +113,9 @@ def load_view(path: Path) -> tuple[dict[str, Any], TrajectoryStats]:
     for s in steps:
         t = unix(s.get("started_at"))
         if t is not None:
-            step_tokens.append((t + float(s.get("model_duration_s") or 0), int((s.get("usage") or {}).get("total_tokens") or 0)))
+            usage_s = s.get("usage") or {}
+            step_tokens.append((t + float(s.get("model_duration_s") or 0), int(usage_s.get("total_tokens") or 0),
+                                int(usage_s.get("completion_tokens") or 0)))
     stats = TrajectoryStats(
         exit_status=str(data.get("exit_status", "unknown")), steps=len(steps),
         prompt_tokens=int(usage.get("prompt_tokens") or 0), completion_tokens=int(usage.get("completion_tokens") or 0),
