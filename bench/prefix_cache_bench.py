@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import os
 import re
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,10 @@ def block_size(root_url: str) -> int | None:
 
 def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    return json.loads(urllib.request.urlopen(request, timeout=600).read())
+    try:
+        return json.loads(urllib.request.urlopen(request, timeout=600).read())
+    except urllib.error.HTTPError as e:
+        raise SystemExit(f"vLLM answered {e.code}: {e.read().decode(errors='replace')[:2000]}") from None
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -95,10 +98,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--max-model-len", type=int, default=8192,
-                        help="above the tiny model's 4,096 positions: a random-weight model does not care, the cache is the point")
+                        help="the tiny model's window, raised from 4,096 so that 30 steps fit")
     parser.add_argument("--quiet-load", type=float, default=1.5)
     parser.add_argument("--max-wait", type=float, default=600)
     parser.add_argument("--lock", default="/tmp/nightowl-slow.lock", help="held while vLLM runs")
+    parser.add_argument("--log", type=Path, default=Path(tempfile.gettempdir()) / "nightowl-prefix-bench-vllm.log")
     args = parser.parse_args()
     from transformers import AutoTokenizer
 
@@ -110,6 +114,11 @@ def main() -> None:
         work = Path(tmp)
         bodies = agent_requests(work, args.steps)
         model_dir = build_tiny_model(work / "tiny")
+        # 30 steps of history outgrow the tiny model's 4,096 positions; RoPE has no learned table, so a longer
+        # window only needs the config to say so (the weights are random either way).
+        config_path = model_dir / "config.json"
+        config_path.write_text(json.dumps({**json.loads(config_path.read_text()),
+                                           "max_position_embeddings": args.max_model_len}))
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         prompts = [tokenizer.apply_chat_template(b["messages"], tools=b.get("tools"), add_generation_prompt=True,
                                                  tokenize=True) for b in bodies]
@@ -119,15 +128,15 @@ def main() -> None:
         conditions = wait_for_quiet(args.quiet_load, args.max_wait)
         lock = open(args.lock, "w")
         fcntl.flock(lock, fcntl.LOCK_EX)
-        os.environ["VLLM_ALLOW_LONG_MAX_MODEL_LEN"] = "1"
         config = ServerConfig(model=str(model_dir), served_model_name=SERVED, device="cpu",
                               max_model_len=args.max_model_len, max_lora_rank=8, max_loras=2, startup_timeout_s=900,
-                              log_path=work / "vllm.log")
+                              log_path=args.log)
         with VLLMServer(config) as server:
             block = block_size(server.root_url)
             before = metrics(server.root_url)
             served_prompt = []
-            for body in bodies:
+            for i, body in enumerate(bodies):
+                print(f"request {i + 1}/{len(bodies)}: {len(prompts[i])} tokens", file=sys.stderr)
                 reply = post(f"{server.base_url}/chat/completions", {**body, "model": SERVED, "max_tokens": 1})
                 served_prompt.append(reply["usage"]["prompt_tokens"])
             after = metrics(server.root_url)
@@ -138,7 +147,7 @@ def main() -> None:
     ideal_blocks = sum(s // block * block for s in shared) if block else None
     total = sum(len(p) for p in prompts)
     print(f"conditions: {machine()}, vLLM {vllm.__version__} (CPU), tiny random-weight Qwen2 from training/tiny_model.py, "
-          f"KV block size {block}, max_model_len {args.max_model_len}; {conditions}, {load_average()} at the end")
+          f"max_position_embeddings raised to {args.max_model_len}, KV block size {block}; {conditions}, {load_average()} at the end")
     print(f"{len(bodies)} requests of one {args.steps}-step nightowl trajectory (sandbox auto), replayed in order with "
           f"max_tokens 1; prompts {len(prompts[0])} to {len(prompts[-1])} tokens; served prompt tokens match the "
           f"local chat template on {sum(a == len(p) for a, p in zip(served_prompt, prompts))} of {len(prompts)} requests\n")
