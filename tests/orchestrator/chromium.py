@@ -40,9 +40,10 @@ class Chromium:
             os.dup2(to_chrome_r, 3)
             os.dup2(from_chrome_w, 4)
 
+        # close_fds=False: the dup2'd fds 3 and 4 must survive into exec; Python's own fds are close-on-exec anyway.
         self.proc = subprocess.Popen([chromium_path(), *FLAGS, f"--user-data-dir={user_data_dir}", "about:blank"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=wire_fds,
-                                     pass_fds=(3, 4), start_new_session=True)
+                                     close_fds=False, start_new_session=True)
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         self.next_id = 0
