@@ -129,7 +129,7 @@ def main() -> None:
         lock = open(args.lock, "w")
         fcntl.flock(lock, fcntl.LOCK_EX)
         config = ServerConfig(model=str(model_dir), served_model_name=SERVED, device="cpu",
-                              max_model_len=args.max_model_len, max_lora_rank=8, max_loras=2, startup_timeout_s=900,
+                              max_model_len=args.max_model_len, startup_timeout_s=900,
                               log_path=args.log)
         with VLLMServer(config) as server:
             block = block_size(server.root_url)
