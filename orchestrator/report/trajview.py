@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from orchestrator.dashboard import fmt_duration
 from orchestrator.report.files import read_json
 
 
@@ -174,8 +175,4 @@ def usage_lines(stats: list[TrajectoryStats], usd_per_mtok: tuple[float, float] 
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "?"
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    s = int(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    return f"{max(0.0, seconds):.1f} s" if seconds < 60 else fmt_duration(seconds)
