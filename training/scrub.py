@@ -31,7 +31,7 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     "bearer_token": re.compile(r"(?i)(?<=\bbearer )[A-Za-z0-9._~+/=-]{20,}"),
     "secret_assignment": re.compile(
         r"(?i)(?<![A-Za-z0-9_])((?:[A-Z0-9_]*(?:TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY))"
-        r"\s*[=:]\s*[\"']?)([^\s\"'<>\\]{8,})"),
+        r"\s*[=:]\s*[\"']?)(?!\[scrubbed:)([^\s\"'<>\\]{8,})"),
     "hidden_path": re.compile(
         r"(?:/home/[^/\s]+|/root)/(?:" + "|".join(re.escape(e) for e in HIDDEN_HOME_ENTRIES) + r")(?:/[^\s\"'<>]*)?"),
 }
