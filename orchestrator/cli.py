@@ -22,6 +22,7 @@ from orchestrator.serve_options import (PASSTHROUGH, SERVING_FLAGS, Adapters, Da
                                         TensorParallel, ToolCallParser, announce, log_path_for,
                                         refuse_with_base_url, server_config)
 from orchestrator.shift_cli import register as register_shift_commands
+from orchestrator.train_cli import register as register_train_commands
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="nightowl: autonomous coding agents on your own repository, with open-weight models.")
@@ -222,6 +223,7 @@ def serve(ctx: typer.Context,
 
 
 register_shift_commands(app, user_errors)
+register_train_commands(app, user_errors)
 
 
 def main() -> None:

@@ -105,6 +105,11 @@ class TokenCounter:
         return best[0], best[1], total
 
 
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def load_tokenizer(path: str) -> Any:
     from transformers import AutoTokenizer
 
