@@ -111,9 +111,9 @@ def verify_masks(tokenizer: Any, rows: list[Encoded]) -> MaskReport:
     report = MaskReport()
     for index, row in enumerate(rows):
         check_row(tokenizer, row, index, report)
+    if report.supervised_tokens == 0:
+        raise MaskError("loss mask check failed: no token is supervised (every row's assistant mask is empty)")
     if report.problems:
         more = f" (and {len(report.problems) - 3} more)" if len(report.problems) > 3 else ""
         raise MaskError("loss mask check failed: " + "; ".join(report.problems[:3]) + more)
-    if report.supervised_tokens == 0:
-        raise MaskError("loss mask check failed: no token is supervised (every row's assistant mask is empty)")
     return report

@@ -135,8 +135,17 @@ def load_model(opt: TrainOptions, device: str) -> Any:
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=opt.rank, lora_alpha=opt.alpha or 2 * opt.rank, lora_dropout=0.0, bias="none",
-                        target_modules="all-linear", task_type="CAUSAL_LM")
+                        target_modules=linear_projections(model), task_type="CAUSAL_LM")
     return get_peft_model(model, config)
+
+
+def linear_projections(model: Any) -> list[str]:
+    """Every linear layer's short name (q_proj, ..., down_proj), never lm_head: vLLM matches on these names."""
+    import torch
+
+    output = model.get_output_embeddings()
+    return sorted({name.rpartition(".")[2] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and module is not output})
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
