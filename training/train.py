@@ -130,6 +130,9 @@ def load_model(opt: TrainOptions, device: str) -> Any:
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(opt.base, dtype=dtype)
+    # A KV cache during training is waste, and its presence turns off transformers' packed-sequence masks:
+    # packed rows would attend to each other.
+    model.config.use_cache = False
     if opt.full:
         return model
     from peft import LoraConfig, get_peft_model
@@ -247,6 +250,8 @@ def train(opt: TrainOptions, log: Any = print) -> dict[str, Any]:
     final_eval = trainer.evaluate() if val_rows and not evaluated_at_end else None
     report: dict[str, Any] = {}
     if trainer.is_world_process_zero():
+        if opt.full:
+            trainer.model.config.use_cache = True
         trainer.model.save_pretrained(str(opt.out))
         if opt.full:
             copy_tokenizer(opt.base, opt.out)

@@ -129,3 +129,51 @@ def test_reasoning_goes_where_the_template_renders_it() -> None:
                                                         "reasoning_content": "\nWhy.\n"}
     assert fold_reasoning({"role": "user", "content": "hi"}, keep_field=False) == {"role": "user", "content": "hi"}
     assert template_uses_reasoning("{{ message.reasoning_content }}") and not template_uses_reasoning("{{ x }}")
+
+
+def test_a_template_that_renders_reasoning_itself_keeps_the_field(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Qwen3-style: the template reads reasoning_content; export keeps it there and the mask trains on it."""
+    from transformers import AutoTokenizer
+
+    from tests.training.helpers import make_shift, read_rows, trajectory
+    from training.export import ExportOptions, export
+    from training.tiny_model import CHAT_TEMPLATE
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = CHAT_TEMPLATE.replace(
+        "{% generation %}", "{% generation %}{% if message.reasoning_content %}<think>\n"
+        "{{ message.reasoning_content }}\n</think>\n\n{% endif %}")
+    tok.save_pretrained(tmp_path / "thinking")
+    shift = make_shift(tmp_path / "shift", {"a": [trajectory(conversation("a", turns=2, reasoning="Because"), "x")]})
+    export(ExportOptions(sources=[shift], out=tmp_path / "ds", tokenizer=str(tmp_path / "thinking"), val_share=0.0))
+    (row,) = read_rows(tmp_path / "ds" / "train.jsonl")
+    assistant = [m for m in row["messages"] if m["role"] == "assistant"]
+    assert [m["reasoning_content"] for m in assistant] == ["Because 0", "Because 1"]
+    assert assistant[0]["content"] == "Step 0 of a."
+    encoded = encode(tok, row["messages"], row["tools"])
+    supervised = tok.decode([t for t, s in zip(encoded.input_ids, encoded.supervised) if s])
+    assert supervised.startswith("<think>\nBecause 0\n</think>\n\nStep 0 of a.")
+    verify_masks(tok, [encoded])
+
+
+def test_packed_rows_give_the_same_loss_as_padded_rows(tiny_model_dir: Path) -> None:
+    """With position_ids that restart per row (and no KV cache, as in training) transformers' masks keep packed
+    rows apart, so the packed loss equals the padded one; with a cache they would leak into each other."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorWithFlattening
+
+    from training.train import PaddedCollator, Rows
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    model.config.use_cache = False  # as training.train.load_model sets it
+    rows = Rows([encode(tok, conversation(f"r{i}", turns=i + 1), TOOLS) for i in range(3)])
+    features = [rows[i] for i in range(3)]
+    with torch.no_grad():
+        padded = model(**PaddedCollator(tok.pad_token_id)(features)).loss
+        packed_batch = DataCollatorWithFlattening(return_position_ids=True)(features)
+        assert packed_batch["input_ids"].shape[0] == 1 and "attention_mask" not in packed_batch
+        packed = model(**packed_batch).loss
+        leaky = model(use_cache=True, **packed_batch).loss
+    assert packed.item() == pytest.approx(padded.item(), rel=1e-5)
+    assert leaky.item() != pytest.approx(padded.item(), rel=1e-5)
