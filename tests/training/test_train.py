@@ -175,3 +175,20 @@ def test_killed_training_resumes_from_its_checkpoint(tiny_model_dir: Path, datas
     steps = [p["step"] for p in report["loss"]]
     assert steps[0] <= start < steps[-1] == report["steps"]
     assert [s for s in steps if s > start] == list(range(start + 1, report["steps"] + 1))
+
+
+def test_full_fine_tune_writes_a_servable_model_directory(tiny_model_dir: Path, dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "full"
+    result = cli("train", "--base", str(tiny_model_dir), "--data", str(dataset), "--out", str(out), "--full",
+                 "--max-steps", "4", "--batch-size", "2", "--lr", "1e-3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "training_report.json").read_text())
+    assert report["mode"] == "full" and report["steps"] == 4
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (out / name).read_bytes() == (tiny_model_dir / name).read_bytes()
+    assert json.loads((out / "config.json").read_text())["use_cache"] is True
+    from transformers import AutoModelForCausalLM
+
+    tuned, base = AutoModelForCausalLM.from_pretrained(out), AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert len(tuned.state_dict()) == len(base.state_dict())
+    assert not all((tuned.state_dict()[k] == v).all() for k, v in base.state_dict().items())
