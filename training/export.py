@@ -7,6 +7,7 @@ deterministic: the same inputs give the same bytes.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -80,26 +81,41 @@ def last_assistant_end(messages: list[dict[str, Any]]) -> int:
 
 
 class TokenCounter:
+    """Token counts of a conversation and of its prefixes; the whole text is tokenized once."""
+
     def __init__(self, tokenizer: Any):
         self.tokenizer = tokenizer
 
+    def tokens(self, text: str) -> tuple[list[int], list[int]]:
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return [start for start, _ in enc["offset_mapping"]], [end for _, end in enc["offset_mapping"]]
+
     def __call__(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> int:
-        text = render(self.tokenizer, messages, tools)
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokens(render(self.tokenizer, messages, tools))[0])
 
     def fit(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, max_tokens: int
             ) -> tuple[int, int, int]:
         """(cut, tokens of messages[:cut], tokens of all): cut is the end of the last assistant turn that fits."""
-        total = self(messages, tools)
+        full = render(self.tokenizer, messages, tools)
+        starts, ends = self.tokens(full)
+        total = len(starts)
         if total <= max_tokens:
             return len(messages), total, total
-        ends = [k + 1 for k, m in enumerate(messages) if m.get("role") == "assistant"]
-        lo, hi, best = 0, len(ends) - 1, (0, 0)
+
+        def count(k: int) -> int:
+            prefix = render(self.tokenizer, messages[:k], tools)
+            n = bisect.bisect_left(starts, len(prefix))
+            if full.startswith(prefix) and (n == 0 or ends[n - 1] <= len(prefix)):
+                return n  # a token boundary of the whole text: the prefix tokenizes the same on its own
+            return len(self.tokens(prefix)[0])
+
+        cuts = [k + 1 for k, m in enumerate(messages) if m.get("role") == "assistant"]
+        lo, hi, best = 0, len(cuts) - 1, (0, 0)
         while lo <= hi:  # token counts grow with the prefix: binary search over assistant turn ends
             mid = (lo + hi) // 2
-            n = self(messages[:ends[mid]], tools)
+            n = count(cuts[mid])
             if n <= max_tokens:
-                best, lo = (ends[mid], n), mid + 1
+                best, lo = (cuts[mid], n), mid + 1
             else:
                 hi = mid - 1
         return best[0], best[1], total
