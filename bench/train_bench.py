@@ -111,18 +111,46 @@ def parameter_count(model_dir: Path) -> int:
     return sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
 
 
-def bench_train(name: str, model_dir: Path, data: Path, batch_size: int, rank: int, work: Path) -> None:
+def padding_share(lengths: list[int], batch_size: int, grouped: bool, seed: int = 0) -> float:
+    """Share of padding in the batches each sampler makes from these rows (one epoch)."""
+    import torch
+    from torch.utils.data import RandomSampler
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    generator = torch.Generator().manual_seed(seed)
+    order = list(LengthGroupedSampler(batch_size, lengths=lengths, generator=generator) if grouped
+                 else RandomSampler(range(len(lengths)), generator=generator))
+    batches = [[lengths[i] for i in order[k:k + batch_size]] for k in range(0, len(order), batch_size)]
+    padded = sum(max(b) * len(b) for b in batches)
+    return 1 - sum(lengths) / padded
+
+
+def bench_train(name: str, model_dir: Path, data: Path, batch_size: int, rank: int, work: Path, reps: int) -> None:
     from training.train import TrainOptions, train
 
     label = f"{name} ({parameter_count(model_dir) / 1e6:.1f}M params)"
 
-    report = train(TrainOptions(base=str(model_dir), data=data, out=work / f"{name}-nightowl", batch_size=batch_size,
-                                rank=rank, save_steps=10_000), log=lambda line: None)
-    plain, tokens = plain_trainer_tokens_per_s(model_dir, data, batch_size, rank, work / f"{name}-plain")
-    ours = report["tokens_per_second"]
+    ours_runs, plain_runs = [], []
+    for rep in range(reps):  # alternate, so that load from other processes hits both alike
+        report = train(TrainOptions(base=str(model_dir), data=data, out=work / f"{name}-nightowl-{rep}",
+                                    batch_size=batch_size, rank=rank, save_steps=10_000), log=lambda line: None)
+        ours_runs.append(report["tokens_per_second"])
+        plain, tokens = plain_trainer_tokens_per_s(model_dir, data, batch_size, rank, work / f"{name}-plain-{rep}")
+        plain_runs.append(plain)
+    ours, plain = max(ours_runs), max(plain_runs)
+    from transformers import AutoTokenizer
+
+    from training.train import encode_rows, read_rows
+
+    lengths = [len(r.input_ids) for r in encode_rows(AutoTokenizer.from_pretrained(model_dir),
+                                                      read_rows(data / "train.jsonl"), 32768)[0]]
+    shares = [sum(padding_share(lengths, batch_size, grouped, seed) for seed in range(20)) / 20
+              for grouped in (True, False)]
     print(f"train {label}: {report['rows']['train']} rows, {tokens} tokens, batch {batch_size}, LoRA r{rank}, "
           f"{report['dtype']}, {report['batching']}: nightowl train {ours:.0f} tokens/s vs plain padded Trainer "
-          f"{plain:.0f} tokens/s ({ours / plain:.2f}x); supervised share {report['mask']['train']['share']:.1%}")
+          f"{plain:.0f} tokens/s ({ours / plain:.2f}x) (best of {reps} alternating runs; all: nightowl "
+          f"{[round(x) for x in ours_runs]}, plain {[round(x) for x in plain_runs]}); padding in batches (mean of 20 shuffles): length-grouped "
+          f"{shares[0]:.1%}, random {shares[1]:.1%}; supervised share {report['mask']['train']['share']:.1%}")
 
 
 def make_dataset(tokenizer_dir: Path, work: Path, n: int, seed: int) -> Path:
@@ -138,7 +166,8 @@ def main() -> None:
     parser.add_argument("--trajectories", type=int, default=10_000)
     parser.add_argument("--skip-export", action="store_true")
     parser.add_argument("--skip-train", action="store_true")
-    parser.add_argument("--big-rows", type=int, default=16)
+    parser.add_argument("--big-rows", type=int, default=16, help="0 skips the ~100M model")
+    parser.add_argument("--reps", type=int, default=3, help="alternating runs per method (tiny model)")
     args = parser.parse_args()
     import torch
 
@@ -152,10 +181,13 @@ def main() -> None:
         if not args.skip_export:
             bench_export(args.trajectories, str(tiny))
         if not args.skip_train:
-            bench_train("tiny", tiny, make_dataset(tiny, work, 64, 1), batch_size=4, rank=8, work=work)
+            bench_train("tiny", tiny, make_dataset(tiny, work, 64, 1), batch_size=4, rank=8, work=work,
+                        reps=args.reps)
+            if not args.big_rows:
+                return
             big = build_100m(tiny, work / "qwen2-100m")
             bench_train("qwen2-shaped random-init", big, make_dataset(tiny, work, args.big_rows, 2), batch_size=4,
-                        rank=16, work=work)
+                        rank=16, work=work, reps=1)
 
 
 if __name__ == "__main__":
