@@ -21,7 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from training.render import fold_reasoning, render, template_uses_reasoning
+from agent.chat_template import template_uses_reasoning
+from training.render import fold_reasoning, render
 from training.scrub import Scrubber, env_secret_values
 from training.sources import Candidate, discover
 

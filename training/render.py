@@ -10,7 +10,6 @@ real server's `/tokenize`.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 THINK_OPEN, THINK_CLOSE = "<think>\n", "\n</think>\n\n"
@@ -26,10 +25,6 @@ def reasoning_of(message: dict[str, Any]) -> str | None:
         if isinstance(message.get(key), str) and message[key]:
             return message[key]
     return None
-
-
-def template_uses_reasoning(chat_template: str | None) -> bool:
-    return bool(chat_template) and re.search(r"\breasoning(_content)?\b", chat_template) is not None
 
 
 def fold_reasoning(message: dict[str, Any], keep_field: bool) -> dict[str, Any]:

@@ -8,8 +8,7 @@ import pytest
 
 from tests.training.helpers import TOOLS, call, conversation
 from training.mask import Encoded, MaskError, encode, verify_masks
-from training.render import (TemplateError, fold_reasoning, render, serving_messages, serving_tools,
-                             template_uses_reasoning)
+from training.render import TemplateError, fold_reasoning, render, serving_messages, serving_tools
 
 # Tool calls with compact and with invalid JSON arguments, several calls in one turn, several tool results in a
 # row, reasoning, empty content: the cases where a naive renderer drifts from the server.
@@ -128,7 +127,6 @@ def test_reasoning_goes_where_the_template_renders_it() -> None:
     assert fold_reasoning(message, keep_field=True) == {"role": "assistant", "content": "Answer.",
                                                         "reasoning_content": "\nWhy.\n"}
     assert fold_reasoning({"role": "user", "content": "hi"}, keep_field=False) == {"role": "user", "content": "hi"}
-    assert template_uses_reasoning("{{ message.reasoning_content }}") and not template_uses_reasoning("{{ x }}")
 
 
 def test_a_template_that_renders_reasoning_itself_keeps_the_field(tiny_model_dir: Path, tmp_path: Path) -> None:
