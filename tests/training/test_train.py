@@ -77,9 +77,12 @@ def test_training_text_is_what_vllm_renders(vllm_server, tiny_model_dir: Path, d
                                   add_special_tokens=False) == prompt
 
 
-def adapter_answer(client: openai.OpenAI, model: str, messages: list[dict]) -> str:
-    reply = client.chat.completions.create(model=model, messages=messages, max_tokens=12, temperature=0.0)
-    return reply.choices[0].message.content or ""
+def adapter_answer(client: openai.OpenAI, model: str, messages: list[dict]) -> tuple[str, dict[str, float]]:
+    """Greedy text and the first generated position's top log-probabilities."""
+    reply = client.chat.completions.create(model=model, messages=messages, max_tokens=12, temperature=0.0,
+                                           logprobs=True, top_logprobs=5)
+    first = reply.choices[0].logprobs.content[0]
+    return reply.choices[0].message.content or "", {t.token: t.logprob for t in first.top_logprobs}
 
 
 def test_lora_fine_tune_serves_from_vllm(vllm_server, tiny_model_dir: Path, dataset: Path, tmp_path: Path) -> None:
@@ -114,14 +117,16 @@ def test_lora_fine_tune_serves_from_vllm(vllm_server, tiny_model_dir: Path, data
     client = openai.OpenAI(base_url=vllm_server.base_url, api_key="EMPTY", max_retries=0)
     prompt = [{"role": "system", "content": "You are a careful engineer."},
               {"role": "user", "content": "<task>\nfix bug 3\n</task>"}]
-    base_answer = adapter_answer(client, vllm_server.served_model_name, prompt)
+    base_answer, base_top = adapter_answer(client, vllm_server.served_model_name, prompt)
     loaded = cli("adapter", "load", "trained-1", str(adapter), "--base-url", vllm_server.base_url)
     assert loaded.returncode == 0, loaded.stderr
     try:
         assert "trained-1" in [m["id"] for m in httpx.get(vllm_server.base_url + "/models").json()["data"]]
-        tuned_answer = adapter_answer(client, "trained-1", prompt)
-        assert tuned_answer != base_answer
-        print(f"\n[base: {base_answer!r}\n tuned: {tuned_answer!r}]")
+        tuned_answer, tuned_top = adapter_answer(client, "trained-1", prompt)
+        # random weights make greedy text sticky (often a run of newlines either way); the distribution moves
+        shift = max(abs(tuned_top.get(t, -100.0) - lp) for t, lp in base_top.items())
+        print(f"\n[base: {base_answer!r} {base_top}\n tuned: {tuned_answer!r} {tuned_top}]")
+        assert tuned_answer != base_answer or shift > 0.05, (base_top, tuned_top)
     finally:
         unloaded = cli("adapter", "unload", "trained-1", "--base-url", vllm_server.base_url)
     assert unloaded.returncode == 0, unloaded.stderr
