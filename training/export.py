@@ -21,6 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from sandbox.errors import UserError
+
 from agent.chat_template import template_uses_reasoning
 from training.render import fold_reasoning, render
 from training.scrub import Scrubber, env_secret_values
@@ -29,6 +31,10 @@ from training.sources import Candidate, discover
 DATASET_FORMAT = "nightowl.dataset/1"
 TRAJECTORY_FORMAT = "nightowl.trajectory/1"
 SPLIT_SALT = "nightowl-split/1:"
+
+
+class ExportError(UserError, ValueError):
+    """The export cannot run as asked (flags, output directory, tokenizer)."""
 
 
 class ExportOptions(BaseModel):
@@ -133,7 +139,7 @@ def load_tokenizer(path: str) -> Any:
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
-        raise ValueError(f"cannot load a tokenizer from {path}: {str(e).splitlines()[0]}") from None
+        raise ExportError(f"cannot load a tokenizer from {path}: {str(e).splitlines()[0]}") from None
 
 
 class Exporter:
@@ -194,11 +200,11 @@ class Exporter:
 
 def validate(options: ExportOptions) -> list[Candidate]:
     if options.max_tokens and not options.tokenizer:
-        raise ValueError("--max-tokens needs --tokenizer (the model directory or hub id) to count tokens")
+        raise ExportError("--max-tokens needs --tokenizer (the model directory or hub id) to count tokens")
     if options.out.exists() and (not options.out.is_dir() or any(options.out.iterdir())):
-        raise FileExistsError(f"{options.out} already exists and is not empty; give a new --out directory")
+        raise ExportError(f"{options.out} already exists and is not empty; give a new --out directory")
     if not options.sources:
-        raise ValueError("give at least one source directory")
+        raise ExportError("give at least one source directory")
     candidates = []
     for src in options.sources:
         candidates += discover(src)

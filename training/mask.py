@@ -10,12 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sandbox.errors import UserError
+
 from training.render import assistant_spans, end_token
 
 IGNORE = -100
 
 
-class MaskError(ValueError):
+class MaskError(UserError, ValueError):
     """The loss mask is wrong: training would silently learn the wrong thing."""
 
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sandbox.errors import UserError
+
 THINK_OPEN, THINK_CLOSE = "<think>\n", "\n</think>\n\n"
 REASONING_KEYS = ("reasoning_content", "reasoning")
 
 
-class TemplateError(ValueError):
+class TemplateError(UserError, ValueError):
     """The chat template cannot give faithful training text for these messages."""
 
 

@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sandbox.errors import UserError
+
 TRAJECTORY = "trajectory.json"
 SAMPLES = "samples.jsonl"
 SVG_FIELDS = ("commit", "file", "function", "language", "category", "matched", "total")
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """A source directory is missing or is not a shift, generate or run directory."""
 
 

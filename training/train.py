@@ -18,7 +18,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from training.export import nightowl_version, read_jsonl
+from sandbox.errors import UserError
+
+from training.export import load_tokenizer, nightowl_version, read_jsonl
 from training.mask import IGNORE, Encoded, MaskReport, cut_to_length, encode, verify_masks
 from training.render import end_token
 
@@ -57,7 +59,7 @@ class TrainOptions(BaseModel):
     """Default: on GPU, off on CPU."""
 
 
-class TrainingError(ValueError):
+class TrainingError(UserError, ValueError):
     """Training cannot start: bad data, a finished output directory, a mask problem."""
 
 
@@ -191,10 +193,10 @@ def copy_tokenizer(base: str, out: Path) -> None:
 
 
 def train(opt: TrainOptions, log: Any = print) -> dict[str, Any]:
-    from transformers import AutoTokenizer, DataCollatorWithFlattening, Trainer, TrainerCallback, TrainingArguments
+    from transformers import DataCollatorWithFlattening, Trainer, TrainerCallback, TrainingArguments
 
     validate(opt)
-    tokenizer = AutoTokenizer.from_pretrained(opt.base)
+    tokenizer = load_tokenizer(opt.base)
     train_rows, dropped = encode_rows(tokenizer, read_rows(opt.data / "train.jsonl"), opt.max_length)
     val_path = opt.data / "val.jsonl"
     val_rows, val_dropped = encode_rows(tokenizer, read_rows(val_path) if val_path.is_file() else [], opt.max_length)

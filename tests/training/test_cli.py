@@ -57,3 +57,11 @@ def test_adapter_load_needs_an_adapter_directory(tmp_path: Path) -> None:
     (tmp_path / "adapter_config.json").write_text("{}")
     result = run("adapter", "load", "round1", str(tmp_path), "--base-url", "http://127.0.0.1:9/v1")
     assert result.exit_code == 2 and "cannot reach the model server" in result.output
+
+
+def test_train_with_a_missing_base_model_is_a_user_error(tmp_path: Path) -> None:
+    shift = make_shift(tmp_path / "shift", {"a": [trajectory(conversation("a"), "x")]})
+    assert run("export", str(shift), "--out", str(tmp_path / "ds")).exit_code == 0
+    result = run("train", "--base", str(tmp_path / "no-model"), "--data", str(tmp_path / "ds"), "--out",
+                 str(tmp_path / "o"))
+    assert result.exit_code == 2 and "cannot load a tokenizer" in result.output and "internal error" not in result.output

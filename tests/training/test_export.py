@@ -9,7 +9,7 @@ import pytest
 
 from tests.training.helpers import (DATA, GOLDEN_TRAJECTORY, conversation, make_generate, make_shift, read_rows,
                                     trajectory)
-from training.export import ExportOptions, export
+from training.export import ExportError, ExportOptions, export
 from training.sources import SourceError
 
 
@@ -197,6 +197,6 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path: Path) -> None
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "keep.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(ExportError, match="not empty"):
         export(ExportOptions(sources=[shift], out=taken))
     assert (taken / "keep.txt").read_text() == "mine" and not (tmp_path / "ds").exists()
