@@ -23,6 +23,7 @@ from orchestrator.serve_options import (PASSTHROUGH, SERVING_FLAGS, Adapters, Da
                                         refuse_with_base_url, server_config)
 from orchestrator.report_cli import register as register_report_command
 from orchestrator.shift_cli import register as register_shift_commands
+from orchestrator.train_cli import register as register_train_commands
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="nightowl: autonomous coding agents on your own repository, with open-weight models.")
@@ -224,6 +225,7 @@ def serve(ctx: typer.Context,
 
 register_shift_commands(app, user_errors)
 register_report_command(app, user_errors)
+register_train_commands(app, user_errors)
 
 
 def main() -> None:
