@@ -32,7 +32,9 @@ class RepoConfigError(TaskError):
 
 
 class SandboxDeclarations(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # The same table holds nightowl's own sandbox settings (kind, network, limits...); those and these keys
+    # are validated strictly, together, by orchestrator/settings.py when a command loads the file.
+    model_config = ConfigDict(extra="ignore")
     toolchains: list[str] = Field(default_factory=list)
     path: list[str] = Field(default_factory=list)
 
