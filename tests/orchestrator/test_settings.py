@@ -132,7 +132,7 @@ def test_shift_says_what_is_missing(tmp_path):
     repo = make_repo(tmp_path / "repo")
     proc = nightowl("shift", repo)
     assert proc.returncode == 2
-    assert "missing --tasks, --base-url, --model, --out" in proc.stderr and "Traceback" not in proc.stderr
+    assert "missing --tasks, --model, --out" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_the_readme_example_is_a_valid_configuration(tmp_path):
