@@ -145,3 +145,14 @@ def test_the_readme_example_is_a_valid_configuration(tmp_path):
     s = load_settings(tmp_path / "night.toml").settings
     assert s.shift.workers == 8 and s.model.base_url[1] == "http://gpu2:8000/v1" and s.sandbox.pass_env
     assert s.shift.tasks == tmp_path.resolve() / "tasks.yaml"
+
+
+def test_the_sandbox_table_is_shared_key_for_key_with_the_repository_loader(tmp_path):
+    from orchestrator.settings import SandboxSettings
+    from sandbox.repo_config import NIGHTOWL_SANDBOX_SETTINGS, SandboxDeclarations, parse_repo_config
+
+    assert set(SandboxSettings.model_fields) == NIGHTOWL_SANDBOX_SETTINGS | set(SandboxDeclarations.model_fields)
+    text = '[sandbox]\nkind = "bwrap"\npath = ["/opt/bin"]\n[sandbox.limits]\nmemory_mb = 512\n'
+    assert parse_repo_config(text, "t").sandbox.path == ["/opt/bin"]
+    (tmp_path / "nightowl.toml").write_text(text)
+    assert load_settings(repo=tmp_path).settings.sandbox.kind == "bwrap"
