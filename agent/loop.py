@@ -29,7 +29,8 @@ FORMAT_ERROR_MESSAGE = ("Your reply did not contain a tool call that could be us
 
 class AgentConfig(BaseModel):
     max_steps: int = Field(default=100, gt=0)
-    max_wall_s: float = Field(default=4 * 3600, gt=0)
+    max_wall_s: float = Field(default=3600, gt=0)
+    """Wall time of one run (a shift's `--task-timeout`)."""
     command_timeout_s: float = Field(default=300, gt=0)
     max_total_tokens: int | None = Field(default=None, gt=0)
     """Stop once prompt + completion tokens over all calls reach this."""

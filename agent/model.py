@@ -16,11 +16,8 @@ from agent.trajectory import Usage
 from sandbox.errors import InfrastructureError, NightowlError, UserError
 
 
-class ModelConfig(BaseModel):
-    base_url: str
-    """The server's OpenAI base URL, e.g. http://127.0.0.1:8000/v1 (a missing /v1 is added)."""
-    model: str
-    """The served model name (or a LoRA adapter name loaded into the server)."""
+class SamplingOptions(BaseModel):
+    """How requests are made and replies sampled; the defaults here are the only ones (settings reuse them)."""
     api_key_env: str = "NIGHTOWL_API_KEY"
     """Environment variable holding the API key; vLLM without --api-key accepts any value."""
     temperature: float = 0.0
@@ -42,6 +39,13 @@ REASONING_KEY = "reasoning_content"
 """Where an assistant message keeps its reasoning, in the trajectory and in requests (chat templates read it)."""
 REPLY_REASONING_KEYS = ("reasoning", "reasoning_content")
 """vLLM >= 0.10 returns `reasoning`; older servers (and some others) `reasoning_content`."""
+
+
+class ModelConfig(SamplingOptions):
+    base_url: str
+    """The server's OpenAI base URL, e.g. http://127.0.0.1:8000/v1 (a missing /v1 is added)."""
+    model: str
+    """The served model name (or a LoRA adapter name loaded into the server)."""
 
 
 class ModelResponse(BaseModel):

@@ -20,6 +20,7 @@ from sandbox.errors import NightowlError, TaskError, UserError
 from sandbox.git import repo_toplevel, resolve_commit
 from sandbox.limits import ResourceLimits
 from sandbox.repo_config import load_repo_config
+from sandbox.policy import Policy
 from sandbox.select import SandboxKind, open_sandbox
 from sandbox.setup_env import environment_policy, prepare_environment
 from sandbox.workspace import commit_patch_to_branch, create_workspace, remove_workspace
@@ -34,6 +35,8 @@ class RunRequest(BaseModel):
     model: ModelConfig
     agent: AgentConfig = Field(default_factory=AgentConfig)
     limits: ResourceLimits = Field(default_factory=ResourceLimits)
+    policy: Policy | None = None
+    """What the sandbox allows; None is the safe default `Policy()`."""
     sandbox: SandboxKind = "auto"
     out_dir: Path = DEFAULT_OUT
     run_id: str | None = None
@@ -95,7 +98,7 @@ def run_task(request: RunRequest, model: Model | None = None,
         if prepared is not None:
             trajectory.settings["environment"] = {"log": str(prepared.log), "reused": prepared.reused,
                                                   "setup_s": round(prepared.setup_s, 3)}
-        policy = environment_policy(prepared, repo_config, request.limits)
+        policy = environment_policy(prepared, repo_config, request.limits, base=request.policy)
         sandbox = open_sandbox(request.sandbox, workspace, request.limits, policy)
         try:
             trajectory.sandbox = dict(sandbox.self_check())

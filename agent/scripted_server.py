@@ -8,13 +8,16 @@ replies consumed in order, or a function of the request. A reply is a dict:
   {"sleep": 1.5, ...}                                                                 delay first
   {"drop": true}                                                                      close the connection
   {"reasoning": "...", ...}                                                           reasoning beside the reply
-Every request body is kept in `requests` for assertions.
+Every request body is kept in `requests` for assertions. An exception in the script (or in the server
+itself) is answered with HTTP 500 naming it, kept in `errors`, and re-raised by `stop()` (so by the `with`
+block): a broken script fails its test instead of looking like a dropped connection.
 """
 from __future__ import annotations
 
 import json
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,6 +47,10 @@ def completion_body(reply: Reply, model: str, request: dict[str, Any]) -> dict[s
     }
 
 
+class ScriptError(AssertionError):
+    """The script or the scripted server raised while answering a request."""
+
+
 class QuietHTTPServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # clients that time out or drop the connection on purpose are part of the tests
@@ -58,6 +65,7 @@ class ScriptedServer:
         """When set, every /v1 request without `Authorization: Bearer <api_key>` gets 401 (like vLLM --api-key)."""
         self.refused = 0
         self.requests: list[dict[str, Any]] = []
+        self.errors: list[str] = []
         self._lock = threading.Lock()
         if callable(script):
             self._responder: Responder = script
@@ -92,6 +100,8 @@ class ScriptedServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        if self.errors:
+            raise ScriptError(f"the scripted server's handler failed {len(self.errors)} time(s); first:\n{self.errors[0]}")
 
     def chat_requests(self) -> list[dict[str, Any]]:
         return [r for r in self.requests if "messages" in r]
@@ -138,6 +148,19 @@ class ScriptedServer:
                     self.send_json(404, {"error": {"message": f"no route {self.path}"}})
 
             def do_POST(self) -> None:
+                try:
+                    self.answer_post()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client went away (timeouts and drops are part of the tests)
+                except Exception as e:
+                    server.errors.append(traceback.format_exc())
+                    try:
+                        self.send_json(500, {"error": {"message": f"scripted server error: {type(e).__name__}: {e}",
+                                                       "type": "script_error", "code": 500}})
+                    except OSError:
+                        pass
+
+            def answer_post(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 request = json.loads(self.rfile.read(length) or b"{}")
                 if not self.authorized():

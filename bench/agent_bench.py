@@ -9,6 +9,8 @@ loop's own cost is the difference.
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -57,33 +59,41 @@ def main() -> None:
             t = time.perf_counter()
             subprocess.run(["bash", "-c", f"echo {i}"], capture_output=True, cwd=repo)
             plain.append(time.perf_counter() - t)
-        stamps: list[float] = []
+        # Progress is reported after the first save (no step yet), after every step, and once more when a limit
+        # ends the run without a new step: keep the first report at each step count, so that step i runs
+        # from the report with i steps to the report with i + 1.
+        stamps: dict[int, float] = {}
         request = RunRequest(repo=repo, task="benchmark", sandbox=args.sandbox, out_dir=Path(tmp) / "runs",
                              model=ModelConfig(base_url=server.base_url, model=server.model),
                              agent=AgentConfig(max_steps=args.steps, stuck_repeats=10**6))
         start = time.perf_counter()
-        outcome = run_task(request, progress=lambda t: stamps.append(time.perf_counter()))
+        outcome = run_task(request, progress=lambda t: stamps.setdefault(len(t.steps), time.perf_counter()))
         total = time.perf_counter() - start
         traj = load_trajectory(outcome.trajectory_path)
-        per_step = [b - a for a, b in zip(stamps, stamps[1:])]
+        n = len(traj.steps)
+        per_step = [stamps[i + 1] - stamps[i] for i in range(n)]
         model_s = [s.model_duration_s for s in traj.steps]
         tool_s = [s.tools_duration_s for s in traj.steps]
-        own = [p - m - t for p, m, t in zip(per_step, model_s[1:], tool_s[1:])]
-        early, late = per_step[: len(per_step) // 4], per_step[-len(per_step) // 4:]
+        own = [p - m - t for p, m, t in zip(per_step, model_s, tool_s)]
+        quarter = max(1, n // 4)
         rows = [
-            ("plain subprocess `bash -c 'echo N'`", statistics.median(plain), pct(plain, 0.9)),
-            ("agent step, total", statistics.median(per_step), pct(per_step, 0.9)),
-            ("  model call (HTTP round trip, instant server)", statistics.median(model_s), pct(model_s, 0.9)),
-            (f"  tool call ({args.sandbox} sandbox)", statistics.median(tool_s), pct(tool_s, 0.9)),
-            ("  loop's own work (parse, history, atomic save)", statistics.median(own), pct(own, 0.9)),
-            ("agent step, first quarter of the run", statistics.median(early), pct(early, 0.9)),
-            ("agent step, last quarter of the run", statistics.median(late), pct(late, 0.9)),
+            ("plain subprocess `bash -c 'echo N'`", plain),
+            ("agent step, total", per_step),
+            ("  model call (HTTP round trip, instant server)", model_s),
+            (f"  tool call ({args.sandbox} sandbox)", tool_s),
+            ("  rest of the step (parse, history, atomic save)", own),
+            (f"agent step, steps 1-{quarter}", per_step[:quarter]),
+            (f"agent step, steps {n - quarter + 1}-{n}", per_step[-quarter:]),
         ]
-        print(f"{len(traj.steps)} steps in {total:.2f} s ({len(traj.steps) / total:.1f} steps/s), "
+        print(f"`python bench/agent_bench.py --steps {args.steps} --sandbox {args.sandbox}` on {os.cpu_count()} cores, "
+              f"kernel {platform.release()}, Python {platform.python_version()}, uid {os.geteuid()}, "
+              f"load average {os.getloadavg()[0]:.1f} at the end")
+        print(f"{n} steps in {total:.2f} s ({n / total:.1f} steps/s, including workspace and sandbox set-up "
+              f"{(stamps[0] - start) * 1000:.0f} ms), exit {traj.exit_status.value}, "
               f"trajectory {outcome.trajectory_path.stat().st_size / 1024:.0f} KiB\n")
         print("| what | median ms | p90 ms |\n|---|---|---|")
-        for name, median, p90 in rows:
-            print(f"| {name} | {median * 1000:.2f} | {p90 * 1000:.2f} |")
+        for name, values in rows:
+            print(f"| {name} | {statistics.median(values) * 1000:.2f} | {pct(values, 0.9) * 1000:.2f} |")
         print(f"\nstep / plain-subprocess ratio (median): {statistics.median(per_step) / statistics.median(plain):.1f}x")
 
 

@@ -4,7 +4,7 @@ The model is instant (a scripted server on loopback); every step runs a real she
 attempt's sandbox. Side by side we measure the ceiling set by the commands alone (the same commands in
 as many threads, no agent, no store), so the table shows how close the orchestrator gets to it.
 
-    .venv/bin/python bench/orchestrator_bench.py [--levels 1,8,32,64] [--steps 10] [--write bench/ORCHESTRATOR_RESULTS.md]
+    .venv/bin/python bench/orchestrator_bench.py [--levels 1,8,32,64] [--steps 10] [--sandbox auto|local] [--write bench/ORCHESTRATOR_RESULTS.md]
 """
 from __future__ import annotations
 
@@ -84,19 +84,6 @@ class _Discard(list):
         pass
 
 
-def pick_sandbox(repo: Path) -> str:
-    from sandbox.select import open_sandbox
-    from sandbox.workspace import create_workspace, remove_workspace
-    ws = create_workspace(repo, "HEAD", Path(tempfile.mkdtemp()) / "ws")
-    try:
-        open_sandbox("auto", ws).close()
-        return "auto"
-    except Exception:
-        return "local"
-    finally:
-        remove_workspace(ws)
-
-
 def make_repo(path: Path) -> Path:
     path.mkdir(parents=True)
     for args in (["init", "-q"], ["config", "user.email", "b@x"], ["config", "user.name", "b"]):
@@ -115,7 +102,7 @@ def shift_level(repo: Path, work: Path, url: str, agents: int, sandbox: str) -> 
                         max_steps=1000)
     cpu0, base = resource.getrusage(resource.RUSAGE_SELF), rss_mb()
     ch0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
+    t0, wall0 = time.perf_counter(), time.time()
     with PeakRss() as peak:
         report = Shift(opts, sources=[StaticTaskSource(tasks, "bench")]).run()
     wall = time.perf_counter() - t0
@@ -131,7 +118,9 @@ def shift_level(repo: Path, work: Path, url: str, agents: int, sandbox: str) -> 
         model_s += sum(s["model_duration_s"] for s in st)
         tools_s += sum(s["tools_duration_s"] for s in st)
         starts = [datetime.fromisoformat(s["started_at"]).timestamp() for s in st]
-        setup_s += starts[0] - datetime.fromisoformat(traj["started_at"]).timestamp()
+        # From the start of the shift to the agent's first model request: store, claim, server check, workspace
+        # and sandbox creation, and waiting for a free worker all count.
+        setup_s += starts[0] - wall0
         for a, b, s in zip(starts, starts[1:], st):
             gap_s += b - a - s["model_duration_s"] - s["tools_duration_s"]
             gaps += 1
@@ -211,12 +200,13 @@ def main() -> None:
     parser.add_argument("--levels", default="1,8,32,64")
     parser.add_argument("--steps", type=int, default=20, help="bash steps per agent (then submit twice)")
     parser.add_argument("--write", type=Path, default=None)
+    parser.add_argument("--sandbox", default="auto", help="auto (bubblewrap; fails where it cannot run) or local")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     with tempfile.TemporaryDirectory(prefix="nightowl-bench-") as tmp:
         work = Path(tmp)
         repo = make_repo(work / "repo")
-        sandbox = pick_sandbox(repo)
+        sandbox = args.sandbox
         rows = []
         ports: multiprocessing.Queue[int] = multiprocessing.Queue()
         server = multiprocessing.Process(target=serve, args=(args.steps, ports), daemon=True)
@@ -242,8 +232,10 @@ def main() -> None:
 def render(rows: list[dict], sandbox: str, steps: int, extra: dict) -> str:
     lines = [
         "## Orchestrator throughput (bench/orchestrator_bench.py)", "",
-        f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, sandbox `{sandbox}`"
-        + (" (bubblewrap not available here)" if sandbox == "local" else "") + ". "
+        f"`python bench/orchestrator_bench.py --levels {','.join(str(r['agents']) for r in rows)} --steps {steps}` on "
+        f"{os.cpu_count()} cores, kernel {platform.release()}, Python {platform.python_version()}, "
+        f"load average {os.getloadavg()[0]:.1f} at the end, sandbox `{sandbox}`"
+        + ". "
         f"Each agent: {steps} bash steps (`{COMMAND}`) then submit twice, against an instant scripted model "
         "over HTTP; every step saves the trajectory atomically and the store renews leases once a second.", "",
         "| agents | steps | wall s | agent steps/s | command ceiling cmds/s | model ms/step | tool ms/step "
@@ -256,25 +248,18 @@ def render(rows: list[dict], sandbox: str, steps: int, extra: dict) -> str:
                      f"{r['between_steps_ms']:.1f} | {r['setup_ms_per_agent']:.0f} | {100 * r['in_step_share']:.0f}% | "
                      f"{1000 * r['driver_cpu_s'] / r['steps']:.1f} | {1000 * r['children_cpu_s'] / r['steps']:.1f} | "
                      f"{r['mb_per_agent']:.2f} |")
-    lines += ["", "*agent steps/s* counts every agent step (bash and submit); *command ceiling* runs the same "
-              "command through the same sandbox kind in as many threads with no agent, store or model (the tools alone). *time inside model+tool "
-              "calls* is the share of agent-seconds spent waiting on the model or a tool: what is left is the "
-              "orchestrator's own work (store, trajectory writes, scheduling). RSS MB/agent is the shift process's "
-              "peak RSS growth divided by the agents (threads share one process).", "",
-              f"The orchestrator's own bookkeeping (claim + heartbeat + finish, three SQLite WAL transactions) runs "
-              f"at {extra['store_attempts_per_s']:,.0f} attempts/s on this machine, while the busiest level above finished "
-              f"{max(r['agents'] / r['wall_s'] for r in rows):.1f} attempts/s: the store is not the bottleneck.",
+    lines += ["", "*agent steps/s* counts every agent step (bash and submit). *command ceiling*: the same command "
+              "through the same sandbox kind in as many threads, with no agent, store or model. *setup ms/agent*: "
+              "from the start of the shift to the agent's first model request (store, claim, server check, "
+              "workspace and sandbox creation, waiting for a worker), averaged over the agents. *in model+tool*: "
+              "the share of agent-seconds spent inside model or tool calls. *shift CPU* is the shift process's "
+              "CPU, *children CPU* the sandboxed commands'. *RSS MB/agent*: the shift process's peak RSS growth "
+              "divided by the agents.", "",
+              f"Store bookkeeping alone (claim + heartbeat + finish, three SQLite WAL transactions): "
+              f"{extra['store_attempts_per_s']:,.0f} attempts/s; the busiest level above finished "
+              f"{max(r['agents'] / r['wall_s'] for r in rows):.1f} attempts/s.",
               "CPU per model call in the agent's OpenAI client (request building, HTTP, parsing), by history length: "
-              + ", ".join(f"{h} steps {ms:.1f} ms" for h, ms in extra["client_cpu_ms"].items()) + ".", "",
-              "Reading: with an instant model the shift is CPU-bound on 2 cores once 8 agents run. The sandboxed "
-              "commands and the Python side of each agent step (the OpenAI client building the request from the whole "
-              "history, parsing the reply, re-serialising and fsyncing the trajectory) share the two cores; the "
-              "scheduler and store add a few transactions per attempt and one heartbeat transaction per second. "
-              "A real model takes seconds per step, so 64 agents need roughly 64 / (step seconds) steps/s, "
-              "e.g. 13 steps/s at 5 s/step: below what this 2-core machine sustains here. The client "
-              "sends the request body as-is (no per-message transform), so its CPU per call stays flat as the "
-              "history grows (see the client CPU line); the tools' own CPU (children CPU) is what saturates the "
-              "cores.", ""]
+              + ", ".join(f"{h} steps {ms:.1f} ms" for h, ms in extra["client_cpu_ms"].items()) + ".", ""]
     return "\n".join(lines)
 
 

@@ -140,7 +140,7 @@ def main() -> None:
     lines = ["## Sandbox", "",
              f"`python bench/sandbox_bench.py --runs {args.runs} --files {args.files}` on {platform.node() or 'host'}: "
              f"{os.cpu_count()} cores, kernel {platform.release()}, uid {os.geteuid()}, "
-             f"memory limit {check['memory_limit_mb']} MiB ({check['memory_limit_source']}), pids limit {check['pids_limit']} (read inside), "
+             f"Python {platform.python_version()}, memory limit {check['memory_limit_mb']} MiB ({check['memory_limit_source']}), pids limit {check['pids_limit']} (read inside), "
              f"load average {load:.1f} at the end. Setups run in interleaved blocks of {max(1, args.runs // 4)} consecutive commands, {args.runs} commands each.", "",
              "| per-command setup | median ms | p90 ms |", "|---|---|---|"]
     for name, s in samples.items():
@@ -154,11 +154,7 @@ def main() -> None:
                     ("`create_workspace` (git clone --shared + checkout)", ws_times),
                     ("workspace + bwrap sandbox open (chown to sandbox uid, cgroup, argv)", open_times)):
         lines.append(f"| {name} | {statistics.median(s) * 1000:.0f} | {min(s) * 1000:.0f} | {max(s) * 1000:.0f} |")
-    lines += ["", "Goals: hardened bwrap <= 15 ms median per command; workspace ready <= 1 s for 6,000 files.",
-              "The backend adds to the bare profile `bash -c`, the output spool file and the forked child's setup "
-              "(cgroup join, private mount namespace staging the workspace, uid drop). The per-run cgroup costs two "
-              "writes per command plus an empty-cgroup check after it; a fresh cgroup per command adds mkdir/rmdir "
-              "of two v1 groups. Timings are sensitive to machine load (other jobs share these 2 cores).", ""]
+    lines.append("")
     text = "\n".join(lines)
     print(text)
     if not args.no_write:

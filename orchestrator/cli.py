@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import json
 import sys
 from collections.abc import Callable
@@ -10,12 +11,17 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from agent.loop import AgentConfig
 from agent.model import ModelConfig
 from agent.run import DEFAULT_OUT, RunRequest, outcome_json, run_task
 from agent.trajectory import ExitStatus, Trajectory, load_trajectory
+from orchestrator.config_cli import CONFIG_HELP, SANDBOX_HELP, default, given, sandbox_flag, sandbox_kind
+from orchestrator.config_cli import register as register_config_commands
 from orchestrator.crash import report_bug
+from orchestrator.doctor_cli import missing_from_extra
+from orchestrator.doctor_cli import register as register_doctor_command
 from orchestrator.errors import NightowlError, UsageError
 from orchestrator.serve_options import (PASSTHROUGH, SERVING_FLAGS, Adapters, DataParallel, Device, ExpertParallel,
                                         GpuMemory, Lora, MaxLoraRank, MaxLoras, MaxModelLen, ReasoningParser,
@@ -24,19 +30,17 @@ from orchestrator.serve_options import (PASSTHROUGH, SERVING_FLAGS, Adapters, Da
 from orchestrator.report_cli import register as register_report_command
 from orchestrator.shift_cli import register as register_shift_commands
 from orchestrator.train_cli import register as register_train_commands
+from orchestrator.settings import load_settings
+from sandbox.git import repo_toplevel, resolve_commit, uncommitted_changes
+from sandbox.select import ensure_isolation
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="nightowl: autonomous coding agents on your own repository, with open-weight models.")
 console = Console(stderr=True)
 out = Console()
 
 EXIT_BUG = 70
 """sysexits' EX_SOFTWARE: an internal error, as opposed to 2 for bad input."""
-UNSANDBOXED_BANNER = """[bold white on red]
-  !!! RUNNING WITHOUT A SANDBOX (--dangerously-no-sandbox) !!!
-  Agent commands run as your user, can read your files and secrets, reach the network and change anything
-  you can change. Only do this on a disposable machine.
-[/]"""
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -46,7 +50,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except NightowlError as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except (typer.Exit, typer.Abort, typer.BadParameter):
             raise
@@ -55,6 +59,22 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                           highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_BUG) from None
     return wrapper
+
+
+def show_version(value: bool) -> None:
+    if value:
+        try:
+            version = importlib.metadata.version("nightowl")
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown (not installed; run `pip install -e .`)"
+        out.print(f"nightowl {version}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
+                                              help="Print the version and exit.")) -> None:
+    """nightowl: autonomous coding agents on your own repository, with open-weight models."""
 
 
 def read_task(task: str | None, task_file: Path | None) -> str:
@@ -69,25 +89,37 @@ def read_task(task: str | None, task_file: Path | None) -> str:
     return task
 
 
-def sandbox_choice(requested: str, dangerously_no_sandbox: bool) -> str:
-    if requested not in ("auto", "bwrap"):
-        raise UsageError(f"--sandbox must be auto or bwrap, not {requested!r} "
-                         "(running without isolation is --dangerously-no-sandbox)")
-    if dangerously_no_sandbox:
-        console.print(UNSANDBOXED_BANNER)
-        return "local"
-    return requested
-
-
 def step_printer(quiet: bool) -> Callable[[Trajectory], None]:
+    """Prints each step once, as it completes (the loop also reports after its last, step-less check)."""
+    printed = 0
+
     def show(traj: Trajectory) -> None:
-        if quiet or not traj.steps:
+        nonlocal printed
+        if quiet:
             return
-        step = traj.steps[-1]
-        calls = ", ".join(e.tool + (f" ({e.error[:60]})" if e.error else "") for e in step.executions) or "no tool call"
-        console.print(f"[dim]step {step.index + 1:>3}[/]  {calls}  [dim]{step.model_duration_s:.1f}s model, "
-                      f"{step.tools_duration_s:.1f}s tools, {traj.usage.total_tokens} tokens[/]", highlight=False)
+        for step in traj.steps[printed:]:
+            calls = ", ".join(e.tool + (f" ({e.error[:60]})" if e.error else "") for e in step.executions)
+            if not calls:
+                choices = step.raw_response.get("choices") or [{}]
+                cut = choices[0].get("finish_reason") == "length"
+                calls = f"no tool call: the reply was cut off at --max-tokens ({step.usage.completion_tokens} tokens)" \
+                    if cut else "no tool call"
+            console.print(f"[dim]step {step.index + 1:>3}[/]  {calls}  [dim]{step.model_duration_s:.1f}s model, "
+                          f"{step.tools_duration_s:.1f}s tools, {traj.usage.total_tokens} tokens[/]", highlight=False,
+                          soft_wrap=True)
+        printed = len(traj.steps)
     return show
+
+
+def check_repository(repo: Path, commit: str) -> tuple[Path, str]:
+    """Everything about the repository that can be wrong, checked before any server starts."""
+    top = repo_toplevel(repo.expanduser().resolve())
+    base = resolve_commit(top, commit)
+    changed = uncommitted_changes(top)
+    if changed:
+        console.print(f"[yellow]note:[/] {changed} uncommitted or untracked path(s) in {top} are not part of the run: "
+                      f"it starts from {commit} ({base[:12]}); commit them to include them", highlight=False, soft_wrap=True)
+    return top, base
 
 
 @app.command(context_settings=PASSTHROUGH)
@@ -97,18 +129,19 @@ def run(
     repo: Path = typer.Argument(..., help="The git repository to work on (never modified except for a result branch)."),
     task: Optional[str] = typer.Option(None, "--task", help="What to do, as text."),
     task_file: Optional[Path] = typer.Option(None, "--task-file", help="What to do, read from a file."),
-    model: str = typer.Option(..., "--model", help="Served model name; without --base-url, a hub id or local directory to serve."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1. Omitted: start vLLM for --model."),
-    out_dir: Path = typer.Option(DEFAULT_OUT, "--out", help="Where OUT/<run-id>/trajectory.json and patch.diff go."),
-    commit: str = typer.Option("HEAD", "--commit", help="Commit to start from."),
-    max_steps: int = typer.Option(100, "--max-steps", min=1),
-    max_tokens: int = typer.Option(4096, "--max-tokens", min=1, help="Most tokens per model reply."),
-    temperature: float = typer.Option(0.0, "--temperature"),
-    tool_choice: str = typer.Option("auto", "--tool-choice", help="auto or required."),
-    command_timeout: float = typer.Option(300.0, "--command-timeout", help="Seconds before a command is killed."),
-    api_key_env: str = typer.Option("NIGHTOWL_API_KEY", "--api-key-env", help="Environment variable with the API key."),
-    sandbox: str = typer.Option("auto", "--sandbox", help="auto or bwrap (bubblewrap)."),
+    model: Optional[str] = typer.Option(None, "--model", help=default("model.name", "Served model name; without --base-url, a hub id or local directory to serve.")),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help=default("model.base_url", "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; none: start vLLM for --model.")),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help=default("run.out", "Where OUT/<run-id>/trajectory.json and patch.diff go.")),
+    commit: Optional[str] = typer.Option(None, "--commit", help=default("run.commit", "Commit to start from.")),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help=default("agent.max_steps")),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help=default("model.max_tokens", "Most tokens per model reply.")),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help=default("model.temperature")),
+    tool_choice: Optional[str] = typer.Option(None, "--tool-choice", help=default("model.tool_choice", "auto or required.")),
+    command_timeout: Optional[float] = typer.Option(None, "--command-timeout", help=default("agent.command_timeout_s", "Seconds before a command is killed.")),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help=default("model.api_key_env", "Environment variable with the API key.")),
+    sandbox: Optional[str] = typer.Option(None, "--sandbox", help=SANDBOX_HELP),
     dangerously_no_sandbox: bool = typer.Option(False, "--dangerously-no-sandbox", help="Run agent commands without isolation."),
+    config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the result."),
     max_model_len: MaxModelLen = None, gpu_memory_utilization: GpuMemory = None,
     tensor_parallel_size: TensorParallel = None, data_parallel_size: DataParallel = None,
@@ -123,21 +156,31 @@ def run(
     from orchestrator.serving import VLLMServer
 
     flags = {k: v for k, v in locals().items() if k in SERVING_FLAGS}
-    refuse_with_base_url(base_url, ctx.args, **flags)
     text = read_task(task, task_file)
-    if tool_choice not in ("auto", "required"):
-        raise UsageError(f"--tool-choice must be auto or required, not {tool_choice!r}")
-    agent_config = AgentConfig(max_steps=max_steps, command_timeout_s=command_timeout)
-    sandbox = sandbox_choice(sandbox, dangerously_no_sandbox)
-
+    top = repo_toplevel(repo.expanduser().resolve())
+    loaded = load_settings(config, top, given({
+        "model.name": (model, "--model"), "model.base_url": ([base_url] if base_url else None, "--base-url"),
+        "run.out": (out_dir, "--out"), "run.commit": (commit, "--commit"), "agent.max_steps": (max_steps, "--max-steps"),
+        "model.max_tokens": (max_tokens, "--max-tokens"), "model.temperature": (temperature, "--temperature"),
+        "model.tool_choice": (tool_choice, "--tool-choice"), "agent.command_timeout_s": (command_timeout, "--command-timeout"),
+        "model.api_key_env": (api_key_env, "--api-key-env"), "sandbox.kind": (sandbox_flag(sandbox), "--sandbox")}))
+    s = loaded.settings
+    if not s.model.name:
+        raise UsageError("no model: give --model NAME (or `name` under [model] in nightowl.toml)")
+    refuse_with_base_url(s.model.base_url[0] if s.model.base_url else None, ctx.args, **flags)
+    kind = sandbox_kind(s, dangerously_no_sandbox, console)
+    ensure_isolation(kind, s.sandbox.policy())  # type: ignore[arg-type]
+    check_repository(top, s.run.commit)
+    sampling = s.model.model_dump(exclude={"name", "base_url"})
     run_id = new_run_id()
 
     def go(url: str, served: str, reasoning_in_history: bool | None = None) -> None:
-        request = RunRequest(repo=repo, task=text, commit=commit, out_dir=out_dir, agent=agent_config,
-                             sandbox=sandbox, run_id=run_id,  # type: ignore[arg-type]
-                             model=ModelConfig(base_url=url, model=served, max_tokens=max_tokens,
-                                               temperature=temperature, tool_choice=tool_choice,  # type: ignore[arg-type]
-                                               api_key_env=api_key_env, reasoning_in_history=reasoning_in_history))
+        request = RunRequest(repo=top, task=text, commit=s.run.commit, out_dir=s.run.out, run_id=run_id,
+                             agent=AgentConfig(**s.agent.model_dump()), sandbox=kind,  # type: ignore[arg-type]
+                             limits=s.sandbox.resource_limits(), policy=s.sandbox.policy(),
+                             model=ModelConfig(base_url=url, model=served, **{
+                                 **sampling, "reasoning_in_history": s.model.reasoning_in_history
+                                 if s.model.reasoning_in_history is not None else reasoning_in_history}))
         outcome = run_task(request, progress=step_printer(as_json))
         if as_json:
             out.print_json(json.dumps(outcome_json(outcome)))
@@ -152,10 +195,10 @@ def run(
         if outcome.exit_status != ExitStatus.submitted or outcome.branch_error:
             raise typer.Exit(1)
 
-    if base_url:
-        go(base_url, model)
+    if s.model.base_url:
+        go(s.model.base_url[0], s.model.name)
         return
-    server = VLLMServer(server_config(model, ctx.args, log_path=log_path_for(out_dir, run_id), **flags))
+    server = VLLMServer(server_config(s.model.name, ctx.args, log_path=log_path_for(s.run.out, run_id), **flags))
     announce(console, server)
     with server:
         go(server.base_url, server.served_model_name, server.plan.reasoning_in_history)
@@ -183,6 +226,10 @@ def show(run_dir: Path = typer.Argument(..., help="A run directory (or its traje
 def tiny_model(directory: Path = typer.Argument(..., help="Where to write the model (created)."),
                corpus: Optional[Path] = typer.Option(None, "--corpus", help="Text/source tree to train the tokenizer on.")) -> None:
     """Build a tiny random-weight Qwen2 model + tokenizer that vLLM serves (shows the machinery only)."""
+    missing = missing_from_extra("train")
+    if missing:
+        raise UsageError(f"nightowl tiny-model needs {', '.join(missing)}: install the train extra, "
+                         "pip install -e '.[train]' (on a CPU-only machine install torch==2.13.0+cpu first, see README)")
     from training.tiny_model import build_tiny_model
 
     path = build_tiny_model(directory, corpus=corpus)
@@ -226,6 +273,8 @@ def serve(ctx: typer.Context,
 register_shift_commands(app, user_errors)
 register_report_command(app, user_errors)
 register_train_commands(app, user_errors)
+register_config_commands(app, user_errors)
+register_doctor_command(app, user_errors)
 
 
 def main() -> None:

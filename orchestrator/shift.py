@@ -16,12 +16,12 @@ import traceback
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from agent.loop import AgentConfig
-from agent.model import ModelConfig, ModelUnavailable
+from agent.model import ModelConfig, ModelUnavailable, SamplingOptions
 from agent.run import RunRequest
 from agent.trajectory import ExitStatus, Trajectory, load_trajectory, write_text_atomic
 from orchestrator.branches import BranchConflict, ensure_branch
@@ -34,11 +34,19 @@ from orchestrator.summary import write_summary
 from orchestrator.tasks import StaticTaskSource, TaskSource
 from sandbox.errors import InfrastructureError, TaskError, UserError
 from sandbox.git import GitError, repo_toplevel
+from sandbox.limits import ResourceLimits
+from sandbox.policy import Policy
+from sandbox.select import NoIsolationAvailable, SandboxKind
 
 INFRA_STATUSES = {ExitStatus.model_error.value, "server_unavailable"}
 
 
+def _default(model: type[BaseModel], field: str) -> Any:
+    return model.model_fields[field].get_default(call_default_factory=True)
+
+
 class ShiftOptions(BaseModel):
+    """Everything a shift needs; per-attempt defaults come from the agent, model and sandbox models."""
     repo: Path
     out: Path
     model: str
@@ -49,22 +57,29 @@ class ShiftOptions(BaseModel):
     deadline: float | None = None
     """Unix time at which in-flight attempts are stopped (resumable) and the shift ends."""
     token_budget: int | None = Field(default=None, gt=0)
-    max_steps: int = Field(default=100, gt=0)
-    task_timeout_s: float = Field(default=3600, gt=0)
+    max_steps: int = Field(default=_default(AgentConfig, "max_steps"), gt=0)
+    task_timeout_s: float = Field(default=_default(AgentConfig, "max_wall_s"), gt=0)
     max_attempts: int = Field(default=2, gt=0)
     max_infra_retries: int = Field(default=20, ge=0)
+    """Attempts ended by a server fault are re-queued this many times without counting as attempts."""
     stall_s: float = Field(default=900, gt=0)
     """Watchdog: an attempt without a new step for this long is stopped."""
-    sandbox: str = "auto"
+    sandbox: SandboxKind = "auto"
     executor: str = "local"
     ray_address: str | None = None
-    model_timeout_s: float = Field(default=600, gt=0)
-    model_retries: int = Field(default=3, ge=0)
-    max_tokens: int = Field(default=4096, gt=0)
-    temperature: float = 0.0
-    api_key_env: str = "NIGHTOWL_API_KEY"
+    model_timeout_s: float = Field(default=_default(SamplingOptions, "timeout_s"), gt=0)
+    model_retries: int = Field(default=_default(SamplingOptions, "max_retries"), ge=0)
+    max_tokens: int = Field(default=_default(SamplingOptions, "max_tokens"), gt=0)
+    temperature: float = _default(SamplingOptions, "temperature")
+    tool_choice: Literal["auto", "required"] = _default(SamplingOptions, "tool_choice")
+    api_key_env: str = _default(SamplingOptions, "api_key_env")
     """Environment variable with the servers' API key (sent by the health probe and the model client)."""
-    command_timeout_s: float = Field(default=300, gt=0)
+    command_timeout_s: float = Field(default=_default(AgentConfig, "command_timeout_s"), gt=0)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    """The rest of each attempt's agent settings (format errors, stuck detection, observation cap)."""
+    limits: ResourceLimits = Field(default_factory=ResourceLimits)
+    policy: Policy | None = None
+    """Sandbox policy for every attempt; None is the safe default `Policy()`."""
     heartbeat_s: float = Field(default=1.0, gt=0)
     lease_s: float = Field(default=30.0, gt=0)
     backoff_s: float = Field(default=2.0, gt=0)
@@ -283,12 +298,14 @@ class Shift:
 
         request = RunRequest(
             repo=self.repo, task=task.task, commit=task.commit_ish, out_dir=self.runs_dir, run_id=attempt.run_id,
-            sandbox=self.opt.sandbox, create_branch=False,  # type: ignore[arg-type]
+            sandbox=self.opt.sandbox, create_branch=False, limits=self.opt.limits, policy=self.opt.policy,
             model=ModelConfig(base_url=endpoint.url, model=self.opt.model, timeout_s=self.opt.model_timeout_s,
                               max_retries=self.opt.model_retries, max_tokens=self.opt.max_tokens,
-                              temperature=self.opt.temperature, api_key_env=self.opt.api_key_env),
-            agent=AgentConfig(max_steps=task.max_steps or self.opt.max_steps, max_wall_s=self.opt.task_timeout_s,
-                              command_timeout_s=self.opt.command_timeout_s))
+                              temperature=self.opt.temperature, tool_choice=self.opt.tool_choice,
+                              api_key_env=self.opt.api_key_env),
+            agent=self.opt.agent.model_copy(update={
+                "max_steps": task.max_steps or self.opt.max_steps, "max_wall_s": self.opt.task_timeout_s,
+                "command_timeout_s": self.opt.command_timeout_s}))
         try:
             try:
                 executor.run(request, should_stop, progress)

@@ -10,10 +10,16 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
+from agent.loop import AgentConfig
+from orchestrator.config_cli import CONFIG_HELP, SANDBOX_HELP, default, given, sandbox_flag, sandbox_kind
+from orchestrator.doctor_cli import missing_from_extra
 from orchestrator.errors import UsageError
 from orchestrator.serve_options import (PASSTHROUGH, SERVING_FLAGS, DataParallel, Device, ExpertParallel, GpuMemory,
                                         MaxModelLen, ReasoningParser, TensorParallel, ToolCallParser, announce,
                                         refuse_with_base_url, server_config)
+from orchestrator.settings import EXECUTORS, load_settings
+from sandbox.git import repo_toplevel
+from sandbox.select import ensure_isolation
 
 EXIT_STOPPED = 3
 """The shift stopped before every task finished (deadline, budget, signal): re-run to resume."""
@@ -28,26 +34,31 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
     def shift(
         ctx: typer.Context,
         repo: Path = typer.Argument(..., help="The git repository to work on (only result branches are added)."),
-        tasks: Path = typer.Option(..., "--tasks", help="Tasks file: YAML list or JSONL (task, id, max_steps, commit)."),
-        base_url: list[str] = typer.Option([], "--base-url", help="OpenAI-compatible server (repeatable: a pool). Omitted: start vLLM for --model (log: OUT/vllm.log)."),
-        model: str = typer.Option(..., "--model", help="Served model name; without --base-url, a hub id or directory to serve."),
-        out_dir: Path = typer.Option(..., "--out", help="Shift directory; re-running with the same one resumes."),
-        workers: int = typer.Option(4, "--workers", min=1, help="Concurrent agents."),
-        until: Optional[str] = typer.Option(None, "--until", help="Stop at HH:MM (in-flight attempts resume later)."),
-        hours: Optional[float] = typer.Option(None, "--hours", help="Stop after H hours."),
-        token_budget: Optional[int] = typer.Option(None, "--token-budget", min=1, help="Stop once this many tokens are used."),
-        max_steps: int = typer.Option(100, "--max-steps", min=1, help="Steps per attempt (a task's max_steps wins)."),
-        task_timeout: float = typer.Option(3600.0, "--task-timeout", help="Seconds per attempt."),
-        max_attempts: int = typer.Option(2, "--max-attempts", min=1, help="Attempts per task (server faults do not count)."),
-        stall: float = typer.Option(900.0, "--stall", help="Watchdog: stop an agent without a new step for this long."),
-        per_server: Optional[int] = typer.Option(None, "--per-server", min=1, help="Concurrent agents per server."),
-        model_timeout: float = typer.Option(600.0, "--model-timeout", help="Seconds per model request."),
-        max_tokens: int = typer.Option(4096, "--max-tokens", min=1, help="Most tokens per model reply."),
-        command_timeout: float = typer.Option(300.0, "--command-timeout"),
-        sandbox: str = typer.Option("auto", "--sandbox", help="auto/bwrap (isolating) or local (no isolation)."),
-        executor: str = typer.Option("local", "--executor", help="local (threads) or ray."),
-        ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster (default: start a local one)."),
-        api_key_env: str = typer.Option("NIGHTOWL_API_KEY", "--api-key-env", help="Environment variable with the servers' API key."),
+        tasks: Optional[Path] = typer.Option(None, "--tasks", help=default("shift.tasks", "Tasks file: YAML list or JSONL (task, id, max_steps, commit).")),
+        base_url: list[str] = typer.Option([], "--base-url", help=default("model.base_url", "OpenAI-compatible server (repeatable: a pool); none: start vLLM for --model (log: OUT/vllm.log).")),
+        model: Optional[str] = typer.Option(None, "--model", help=default("model.name", "Served model name; without --base-url, a hub id or directory to serve.")),
+        out_dir: Optional[Path] = typer.Option(None, "--out", help=default("shift.out", "Shift directory; re-running with the same one resumes.")),
+        workers: Optional[int] = typer.Option(None, "--workers", min=1, help=default("shift.workers", "Concurrent agents.")),
+        until: Optional[str] = typer.Option(None, "--until", help=default("shift.until", "Stop at HH:MM (in-flight attempts resume later).")),
+        hours: Optional[float] = typer.Option(None, "--hours", help=default("shift.hours", "Stop after H hours.")),
+        token_budget: Optional[int] = typer.Option(None, "--token-budget", min=1, help=default("shift.token_budget", "Stop once this many tokens are used.")),
+        max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help=default("agent.max_steps", "Steps per attempt (a task's max_steps wins).")),
+        task_timeout: Optional[float] = typer.Option(None, "--task-timeout", help=default("agent.max_wall_s", "Seconds per attempt.")),
+        max_attempts: Optional[int] = typer.Option(None, "--max-attempts", min=1, help=default("shift.max_attempts", "Attempts per task (server faults do not count).")),
+        stall: Optional[float] = typer.Option(None, "--stall", help=default("shift.stall_s", "Watchdog: stop an agent without a new step for this long.")),
+        per_server: Optional[int] = typer.Option(None, "--per-server", min=1, help=default("shift.per_server", "Concurrent agents per server (none: all workers).")),
+        model_timeout: Optional[float] = typer.Option(None, "--model-timeout", help=default("model.timeout_s", "Seconds per model request.")),
+        model_retries: Optional[int] = typer.Option(None, "--model-retries", min=0, help=default("model.max_retries", "Retries of a failed model request.")),
+        max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help=default("model.max_tokens", "Most tokens per model reply.")),
+        temperature: Optional[float] = typer.Option(None, "--temperature", help=default("model.temperature")),
+        tool_choice: Optional[str] = typer.Option(None, "--tool-choice", help=default("model.tool_choice", "auto or required.")),
+        command_timeout: Optional[float] = typer.Option(None, "--command-timeout", help=default("agent.command_timeout_s")),
+        sandbox: Optional[str] = typer.Option(None, "--sandbox", help=SANDBOX_HELP),
+        dangerously_no_sandbox: bool = typer.Option(False, "--dangerously-no-sandbox", help="Run agent commands without isolation."),
+        executor: Optional[str] = typer.Option(None, "--executor", help=default("shift.executor", f"{' or '.join(EXECUTORS)} (threads or a Ray cluster).")),
+        ray_address: Optional[str] = typer.Option(None, "--ray-address", help=default("shift.ray_address", "Ray cluster (none: start a local one).")),
+        api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help=default("model.api_key_env", "Environment variable with the servers' API key.")),
+        config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
         as_json: bool = typer.Option(False, "--json", help="No dashboard; print one JSON object at the end."),
         max_model_len: MaxModelLen = None, gpu_memory_utilization: GpuMemory = None,
         tensor_parallel_size: TensorParallel = None, data_parallel_size: DataParallel = None,
@@ -62,30 +73,54 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         from orchestrator.shift import Shift, ShiftOptions, file_source, parse_until
 
         flags = {k: v for k, v in locals().items() if k in SERVING_FLAGS}
-        refuse_with_base_url(base_url, ctx.args, **flags)
 
-        if until and hours:
+        top = repo_toplevel(repo.expanduser().resolve())
+        loaded = load_settings(config, top, given({
+            "shift.tasks": (tasks, "--tasks"), "model.base_url": (base_url, "--base-url"), "model.name": (model, "--model"),
+            "shift.out": (out_dir, "--out"), "shift.workers": (workers, "--workers"), "shift.until": (until, "--until"),
+            "shift.hours": (hours, "--hours"), "shift.token_budget": (token_budget, "--token-budget"),
+            "agent.max_steps": (max_steps, "--max-steps"), "agent.max_wall_s": (task_timeout, "--task-timeout"),
+            "shift.max_attempts": (max_attempts, "--max-attempts"), "shift.stall_s": (stall, "--stall"),
+            "shift.per_server": (per_server, "--per-server"), "model.timeout_s": (model_timeout, "--model-timeout"),
+            "model.max_retries": (model_retries, "--model-retries"), "model.max_tokens": (max_tokens, "--max-tokens"),
+            "model.temperature": (temperature, "--temperature"), "model.tool_choice": (tool_choice, "--tool-choice"),
+            "agent.command_timeout_s": (command_timeout, "--command-timeout"),
+            "sandbox.kind": (sandbox_flag(sandbox), "--sandbox"), "shift.executor": (executor, "--executor"),
+            "shift.ray_address": (ray_address, "--ray-address"), "model.api_key_env": (api_key_env, "--api-key-env")}))
+        s, sh = loaded.settings, loaded.settings.shift
+        missing = [flag for flag, value in (("--tasks", sh.tasks), ("--model", s.model.name), ("--out", sh.out))
+                   if not value]
+        if missing:
+            raise UsageError(f"missing {', '.join(missing)} (flags, or [model] name and [shift] tasks / out "
+                             "in nightowl.toml)")
+        refuse_with_base_url(s.model.base_url, ctx.args, **flags)
+        if sh.executor == "ray" and (missing := missing_from_extra("ray")):
+            raise UsageError(f"--executor ray needs {', '.join(missing)}: pip install -e '.[ray]'")
+        if sh.until and sh.hours:
             raise UsageError("give --until or --hours, not both")
-        if sandbox not in ("auto", "bwrap", "local"):
-            raise UsageError(f"--sandbox must be auto, bwrap or local, not {sandbox!r}")
-        if executor not in ("local", "ray"):
-            raise UsageError(f"--executor must be local or ray, not {executor!r}")
-        if hours is not None and hours <= 0:
-            raise UsageError("--hours must be positive")
-        deadline = parse_until(until) if until else (time.time() + hours * 3600 if hours else None)
-        source = file_source(tasks)
-        if not base_url:
-            server = VLLMServer(server_config(model, ctx.args, log_path=out_dir / "vllm.log", **flags))
+        deadline = parse_until(sh.until) if sh.until else (time.time() + sh.hours * 3600 if sh.hours else None)
+        source = file_source(sh.tasks)  # type: ignore[arg-type]
+        kind = sandbox_kind(s, dangerously_no_sandbox, console)
+        ensure_isolation(kind, s.sandbox.policy())  # type: ignore[arg-type]
+        model_name, base_urls = s.model.name, s.model.base_url
+        if not base_urls:
+            server = VLLMServer(server_config(model_name, ctx.args, log_path=sh.out / "vllm.log", **flags))  # type: ignore[operator, arg-type]
             announce(console, server)
             ctx.call_on_close(server.stop)  # runs however the command ends (return, Exit, error, Ctrl-C)
             server.start()
-            model, base_url = server.served_model_name, [server.base_url]
-        options = ShiftOptions(repo=repo, out=out_dir, model=model, base_urls=base_url, workers=workers,
-                               per_server_cap=per_server, deadline=deadline, token_budget=token_budget,
-                               max_steps=max_steps, task_timeout_s=task_timeout, max_attempts=max_attempts,
-                               stall_s=stall, sandbox=sandbox, executor=executor, ray_address=ray_address,
-                               model_timeout_s=model_timeout, max_tokens=max_tokens, command_timeout_s=command_timeout,
-                               api_key_env=api_key_env)
+            model_name, base_urls = server.served_model_name, [server.base_url]
+        options = ShiftOptions(repo=top, out=sh.out, model=model_name, base_urls=base_urls,  # type: ignore[arg-type]
+                               workers=sh.workers, per_server_cap=sh.per_server, deadline=deadline,
+                               token_budget=sh.token_budget, max_steps=s.agent.max_steps,
+                               task_timeout_s=s.agent.max_wall_s, max_attempts=sh.max_attempts,
+                               max_infra_retries=sh.max_infra_retries, stall_s=sh.stall_s, sandbox=kind,
+                               executor=sh.executor, ray_address=sh.ray_address, model_timeout_s=s.model.timeout_s,
+                               model_retries=s.model.max_retries, max_tokens=s.model.max_tokens,
+                               temperature=s.model.temperature, tool_choice=s.model.tool_choice,
+                               api_key_env=s.model.api_key_env, command_timeout_s=s.agent.command_timeout_s,
+                               agent=AgentConfig(**s.agent.model_dump()), limits=s.sandbox.resource_limits(),
+                               policy=s.sandbox.policy())
+        workers = sh.workers
         runner = Shift(options, sources=[source])
         live = None
 

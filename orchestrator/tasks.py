@@ -65,6 +65,17 @@ def _error(path: Path, where: str, e: ValidationError | str) -> UsageError:
     return UsageError(f"{path}: {where}: {e}")
 
 
+def yaml_position(e: yaml.YAMLError) -> tuple[str, str]:
+    """Where the parser says the problem is: the construct it was reading (a quote left open on line 2 is
+    reported there, not at the end of the file where the scanner gave up), and the parser's own words."""
+    context, problem = getattr(e, "context_mark", None), getattr(e, "problem_mark", None)
+    mark = context or problem
+    if mark is None:
+        return "YAML", f"not valid YAML ({e})"
+    words = "; ".join(str(w) for w in (getattr(e, "context", None), getattr(e, "problem", None)) if w)
+    return f"line {mark.line + 1}, column {mark.column + 1}", f"not valid YAML: {words or e}"
+
+
 def load_tasks_file(path: Path) -> list[TaskSpec]:
     """Reads and validates a tasks file; errors name the line (JSONL) or entry (YAML). Ids default to task-NNNN."""
     if not path.is_file():
@@ -83,9 +94,7 @@ def load_tasks_file(path: Path) -> list[TaskSpec]:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f"line {mark.line + 1}" if mark else "YAML"
-            raise _error(path, where, f"not valid YAML ({getattr(e, 'problem', e)})") from None
+            raise _error(path, *yaml_position(e)) from None
         if not isinstance(data, list):
             raise UsageError(f"{path}: expected a YAML list of tasks (or JSONL, one object per line)")
         raw = [(f"entry {i}", item) for i, item in enumerate(data, 1)]

@@ -79,5 +79,17 @@ def resolve_commit(repo: Path, rev: str) -> str:
     proc = subprocess.run(["git", *SAFE_GIT_FLAGS, "-C", str(repo), "rev-parse", "--verify", "--quiet",
                            f"{rev}^{{commit}}"], capture_output=True, env=git_env())
     if proc.returncode != 0:
-        raise UnknownCommit(f"{rev!r} is not a commit in {repo} (does the repository have any commits?)")
+        if rev != "HEAD" and has_commits(repo):
+            raise UnknownCommit(f"{rev!r} is not a commit in {repo} (see `git -C {repo} log --oneline` for the ones there are)")
+        raise UnknownCommit(f"{repo} has no commits yet: commit something first (`git commit`), the run starts from a commit")
     return proc.stdout.decode().strip()
+
+
+def has_commits(repo: Path) -> bool:
+    return subprocess.run(["git", *SAFE_GIT_FLAGS, "-C", str(repo), "rev-parse", "--verify", "--quiet", "HEAD"],
+                          capture_output=True, env=git_env()).returncode == 0
+
+
+def uncommitted_changes(repo: Path) -> int:
+    """How many paths differ from HEAD or are untracked (ignored files excluded)."""
+    return len(git(repo, "status", "--porcelain", "--untracked-files=all").splitlines())

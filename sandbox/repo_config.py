@@ -31,6 +31,12 @@ class RepoConfigError(TaskError):
     pass
 
 
+NIGHTOWL_SANDBOX_SETTINGS = frozenset({"kind", "network", "writable_paths", "pass_env", "tmp_size_mb",
+                                       "shm_size_mb", "limits"})
+"""Keys of the same [sandbox] table that are nightowl's settings (orchestrator/settings.py validates them;
+a test keeps the two lists equal): not this loader's business."""
+
+
 class SandboxDeclarations(BaseModel):
     model_config = ConfigDict(extra="forbid")
     toolchains: list[str] = Field(default_factory=list)
@@ -56,6 +62,8 @@ def parse_repo_config(text: str, where: str) -> RepoConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise RepoConfigError(f"{where}: not valid TOML ({e})") from None
+    if isinstance(data.get("sandbox"), dict):
+        data["sandbox"] = {k: v for k, v in data["sandbox"].items() if k not in NIGHTOWL_SANDBOX_SETTINGS}
     try:
         config = RepoConfig.model_validate(data)
     except ValidationError as e:

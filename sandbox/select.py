@@ -26,9 +26,17 @@ def open_sandbox(kind: SandboxKind, workspace: Workspace, limits: ResourceLimits
         return LocalSandbox(workspace, limits)
     if kind not in ("auto", "bwrap"):
         raise UserError(f"unknown sandbox kind {kind!r} (auto, bwrap or local)")
-    from sandbox.bwrap import BubblewrapSandbox, bwrap_works
+    from sandbox.bwrap import BubblewrapSandbox
+    ensure_isolation(kind, policy)
+    return BubblewrapSandbox(workspace, limits, policy)
+
+
+def ensure_isolation(kind: SandboxKind, policy: Policy | None = None) -> None:
+    """Raises NoIsolationAvailable when the bubblewrap backend cannot start here (checked before anything slow)."""
+    if kind not in ("auto", "bwrap"):
+        return
+    from sandbox.bwrap import bwrap_works
     p = policy or Policy()
     problem = bwrap_works(p.run_as_uid, p.run_as_gid)
     if problem is not None:
         raise NoIsolationAvailable(f"no isolating sandbox backend works on this machine ({problem}): {INSTALL_HINT}")
-    return BubblewrapSandbox(workspace, limits, policy)

@@ -110,8 +110,9 @@ def run_setup(workspace: Workspace, env_dir: Path, setup: str, config: RepoConfi
 
 
 def environment_policy(prepared: PreparedEnvironment | None, config: RepoConfig,
-                       limits: ResourceLimits | None = None) -> Policy:
-    policy = toolchain_policy(config)
+                       limits: ResourceLimits | None = None, base: Policy | None = None) -> Policy:
+    """`base`: the policy the user's settings chose (network, writable paths, variables); the repository adds mounts."""
+    policy = toolchain_policy(config, base)
     if limits is not None:
         policy = policy.model_copy(update={"limits": limits})
     if prepared is not None:

@@ -25,6 +25,13 @@ def quickstart_command() -> str:
     return bash_blocks("Quickstart (a fresh Debian/Ubuntu machine, CPU only)")[0]
 
 
+def quickstart_usage() -> str:
+    """The quickstart from `nightowl tiny-model` on: what a newcomer runs once the install is done."""
+    command = quickstart_command()
+    start = command.index("nightowl tiny-model")
+    return command[start:]
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--check"]:
         script = Path(sys.argv[2]).read_text(encoding="utf-8")

@@ -3,12 +3,15 @@ without --base-url, which starts the real vLLM server itself and stops it afterw
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.readme_commands import quickstart_usage
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,28 +27,29 @@ def vllm_processes_for(model_dir: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_quickstart_starts_vllm_runs_the_agent_and_stops_the_server(tmp_path):
-    model_dir, repo, out = tmp_path / "tiny", tmp_path / "calculator", tmp_path / "runs"
-    built = nightowl("tiny-model", model_dir)
-    assert built.returncode == 0, built.stderr
-    assert (model_dir / "config.json").is_file() and (model_dir / "tokenizer.json").is_file()
-    subprocess.run([ROOT / "examples" / "make_example_repo.sh", repo], check=True, capture_output=True)
-
+def test_the_readme_quickstart_runs_as_written(tmp_path):
+    """The README's quickstart after its install step, verbatim except that its /tmp/ paths are this test's own."""
+    command = quickstart_usage()
+    assert command.startswith("nightowl tiny-model /tmp/nightowl-tiny && examples/make_example_repo.sh")
+    own = command.replace("/tmp/", f"{tmp_path}/")
+    model_dir, out = tmp_path / "nightowl-tiny", tmp_path / "nightowl-runs"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     started = time.monotonic()
-    proc = nightowl("run", repo, "--task-file", ROOT / "examples" / "calculator" / "TASK.md", "--model", model_dir,
-                    "--tool-choice", "required", "--max-steps", "3", "--max-tokens", "64", "--out", out, "--json")
-    elapsed = time.monotonic() - started
-    print(f"\n[nightowl run with its own vLLM server: {elapsed:.1f} s]")
-    assert "starting a vLLM server" in proc.stderr
-    # Random weights do not solve the task: the run ends at a limit, with the trajectory and patch written.
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    result = json.loads(proc.stdout)
-    assert result["exit_status"] in {"max_steps", "format_error", "stuck", "context_exceeded"}
-    traj = json.loads(Path(result["trajectory_path"]).read_text())
+    proc = subprocess.run(["bash", "-c", own], capture_output=True, text=True, timeout=1800, cwd=ROOT, env=env)
+    print(f"\n[README quickstart (tiny model, vLLM start, run, show): {time.monotonic() - started:.1f} s]")
+    assert "starting a vLLM server" in proc.stderr, proc.stderr[-3000:]
+    # Random weights do not solve the task: the run ends at a limit, with the trajectory and patch written, and
+    # `nightowl show` (the last command, whose exit code this is) prints it.
+    assert proc.returncode == 0 and "nightowl trajectory" in proc.stdout, proc.stderr[-3000:]
+    (run_dir,) = out.iterdir()
+    traj = json.loads((run_dir / "trajectory.json").read_text())
+    assert traj["exit_status"] in {"max_steps", "format_error", "stuck", "context_exceeded"}
     assert traj["model"] == str(model_dir) and len(traj["steps"]) >= 1
     assert traj["sandbox"]["backend"] == "bwrap"
-    assert Path(result["patch_path"]).is_file() and result["branch"] is None
-    log = Path(result["trajectory_path"]).parent / "vllm.log"  # the server's log stays with the run
+    assert (run_dir / "patch.diff").is_file()
+    assert subprocess.run(["git", "-C", tmp_path / "calculator", "branch", "--list", "nightowl/*"],
+                          capture_output=True, text=True).stdout == ""
+    log = run_dir / "vllm.log"  # the server's log stays with the run
     assert str(log) in proc.stderr and "Starting vLLM" in log.read_text(errors="replace")
     assert vllm_processes_for(model_dir) == []  # the server it started is gone
 

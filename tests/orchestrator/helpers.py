@@ -8,15 +8,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-def _sandbox_kind() -> str:
-    """bubblewrap where it works (the real isolation), else the unisolated local backend."""
-    from sandbox.bwrap import bwrap_works
-    from sandbox.policy import Policy
-    p = Policy()
-    return "auto" if bwrap_works(p.run_as_uid, p.run_as_gid) is None else "local"
-
-
-SANDBOX = _sandbox_kind()
+SANDBOX = "auto"
+"""Always the real isolation: if bubblewrap does not work here these tests fail (never a quiet fallback to
+the unisolated backend); `open_sandbox` says what is missing."""
 TASK_ID = re.compile(r"\[(t-\d+)\]")
 
 

@@ -3,13 +3,12 @@ import threading
 import time
 
 import pytest
+import ray  # the test install includes Ray: a missing or broken one fails here, never skips
 
-ray = pytest.importorskip("ray")
-
-from agent.scripted_server import ScriptedServer  # noqa: E402
-from orchestrator.shift import Shift, ShiftOptions, file_source  # noqa: E402
-from tests.orchestrator.helpers import (SANDBOX, agent_reply, fingerprint, git, make_repo,  # noqa: E402
-                                        nightowl_branches, write_tasks)
+from agent.scripted_server import ScriptedServer
+from orchestrator.shift import Shift, ShiftOptions, file_source
+from tests.orchestrator.helpers import (SANDBOX, agent_reply, fingerprint, git, make_repo, nightowl_branches,
+                                        write_tasks)
 
 
 @pytest.mark.slow

@@ -202,17 +202,24 @@ def test_serve_dry_run_prints_one_argument_per_line(tmp_path: Path) -> None:
     assert not (tmp_path / "vllm.log").exists()
 
 
+def git_repo(path: Path) -> str:
+    """run and shift check the repository before anything else: give them a real one."""
+    for args in (["init", "-q"], ["-c", "user.name=t", "-c", "user.email=t@x", "commit", "-q", "--allow-empty", "-m", "init"]):
+        subprocess.run(["git", "-C", str(path), *args], check=True, capture_output=True)
+    return str(path)
+
+
 def test_serve_and_run_refuse_a_missing_model_in_one_line(tmp_path: Path) -> None:
     served = nightowl("serve", "--model", "/tmp/nightowl-nope", "--dry-run")
     assert served.returncode == 2
     assert served.stderr.strip().count("\n") == 0 and "no such directory, and not a hub id" in served.stderr
-    ran = nightowl("run", str(tmp_path), "--task", "x", "--model", "/tmp/nightowl-nope", "--out", str(tmp_path / "o"))
+    ran = nightowl("run", git_repo(tmp_path), "--task", "x", "--model", "/tmp/nightowl-nope", "--out", str(tmp_path / "o"))
     assert ran.returncode == 2 and "no such directory, and not a hub id" in ran.stderr
     assert "Traceback" not in ran.stderr and not (tmp_path / "o").exists()
 
 
 def test_run_refuses_serving_flags_with_a_base_url(tmp_path: Path) -> None:
-    ran = nightowl("run", str(tmp_path), "--task", "x", "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
+    ran = nightowl("run", git_repo(tmp_path), "--task", "x", "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
                    "--tensor-parallel-size", "2", "--", "--max-num-seqs", "4")
     assert ran.returncode == 2
     assert "--tensor-parallel-size, arguments after --: only for a server nightowl starts itself" in ran.stderr
@@ -369,7 +376,7 @@ def test_server_dies_with_a_killed_parent(tmp_path: Path, checkpoint: Path) -> N
 def test_shift_without_base_url_validates_the_model_first(tmp_path: Path) -> None:
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text('{"task": "x"}\n')
-    shifted = nightowl("shift", str(tmp_path), "--tasks", str(tasks), "--model", "/tmp/nightowl-nope",
+    shifted = nightowl("shift", git_repo(tmp_path), "--tasks", str(tasks), "--model", "/tmp/nightowl-nope",
                        "--out", str(tmp_path / "shift"))
     assert shifted.returncode == 2 and "no such directory, and not a hub id" in shifted.stderr
     assert not (tmp_path / "shift" / "vllm.log").exists()

@@ -26,6 +26,13 @@ ISOLATING_BACKENDS = ["bwrap"]
 BACKENDS = [*ISOLATING_BACKENDS, "local"]
 
 
+def require_tools(sb: Sandbox, *tools: str) -> None:
+    """A probe that expects a command to fail proves nothing if the tool is simply missing inside the sandbox."""
+    for tool in tools:
+        found = sb.execute(f"command -v {tool}", timeout=10)
+        assert found.returncode == 0, f"{tool} is not available inside the {sb.__class__.__name__}: install it"
+
+
 def tree_hash(root: Path) -> str:
     h = hashlib.sha256()
     for dirpath, dirnames, filenames in sorted(os.walk(root)):

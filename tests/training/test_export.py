@@ -170,7 +170,7 @@ def test_truncation_cuts_after_the_last_fitting_assistant_turn(tmp_path: Path, t
 
 
 def test_datasets_loads_the_export(tmp_path: Path) -> None:
-    datasets = pytest.importorskip("datasets", reason="install nightowl[train]")
+    import datasets
     messages = conversation("a", turns=3, reasoning="hmm")
     shift = make_shift(tmp_path / "shift", {f"t{i}": [trajectory(messages, "x")] for i in range(6)})
     run = tmp_path / "g" / "runs" / "fix.1"
