@@ -78,12 +78,20 @@ class EndpointPool:
             while True:
                 if should_give_up():
                     return None
-                free = [ep for ep in self.endpoints if ep.healthy and ep.in_flight < ep.cap]
-                if free:
-                    ep = min(free, key=lambda e: e.in_flight / e.cap)
-                    ep.in_flight += 1
+                ep = self.try_acquire()
+                if ep is not None:
                     return ep
                 self.cond.wait(poll_s)
+
+    def try_acquire(self) -> Endpoint | None:
+        """The least loaded healthy endpoint with room, or None at once."""
+        with self.cond:
+            free = [ep for ep in self.endpoints if ep.healthy and ep.in_flight < ep.cap]
+            if not free:
+                return None
+            ep = min(free, key=lambda e: e.in_flight / e.cap)
+            ep.in_flight += 1
+            return ep
 
     def release(self, ep: Endpoint) -> None:
         with self.cond:

@@ -7,6 +7,7 @@ store first, so killing the process at any point loses at most the in-flight ste
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -16,15 +17,16 @@ import traceback
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
 from agent.loop import AgentConfig
-from agent.model import ModelConfig, ModelUnavailable, SamplingOptions
+from agent.model import ModelCallFailed, ModelConfig, ModelUnavailable, SamplingOptions
 from agent.run import RunRequest
 from agent.trajectory import ExitStatus, Trajectory, load_trajectory, write_text_atomic
 from orchestrator.branches import BranchConflict, ensure_branch
+from orchestrator.chat import chat_once
 from orchestrator.endpoints import Endpoint, EndpointPool
 from orchestrator.errors import UsageError
 from orchestrator.events import EventLog
@@ -45,12 +47,23 @@ def _default(model: type[BaseModel], field: str) -> Any:
     return model.model_fields[field].get_default(call_default_factory=True)
 
 
+class RoleEndpoints(BaseModel):
+    """The servers and model that serve one role (e.g. the teacher, or the student)."""
+    base_urls: list[str]
+    model: str
+
+
 class ShiftOptions(BaseModel):
     """Everything a shift needs; per-attempt defaults come from the agent, model and sandbox models."""
     repo: Path
     out: Path
     model: str
     base_urls: list[str]
+    roles: dict[str, RoleEndpoints] = Field(default_factory=dict)
+    """Extra roles beyond "default" (which is `base_urls` + `model`); a role with the same servers and model
+    shares their pool (and its per-server caps)."""
+    create_branches: bool = True
+    """Record a submitted attempt as a `nightowl/<task>` branch in the repo."""
     workers: int = Field(default=4, gt=0)
     per_server_cap: int | None = Field(default=None, gt=0)
     """Concurrent attempts per server; default: all workers."""
@@ -96,8 +109,8 @@ class ShiftReport(BaseModel):
 
 class Running:
     """What the scheduler knows about one in-flight attempt (the dashboard reads these)."""
-    def __init__(self, task: TaskRow, attempt: AttemptRow, endpoint: Endpoint):
-        self.task, self.attempt, self.endpoint = task, attempt, endpoint
+    def __init__(self, task: TaskRow, attempt: AttemptRow, endpoint: Endpoint, pool: EndpointPool):
+        self.task, self.attempt, self.endpoint, self.pool = task, attempt, endpoint, pool
         self.steps = self.tokens = 0
         self.last_progress = time.monotonic()
         self.started = time.monotonic()
@@ -117,10 +130,26 @@ def parse_until(text: str, now: datetime | None = None) -> float:
     return target.timestamp()
 
 
+class Stages(Protocol):
+    """Multi-stage work on top of the shift (see orchestrator/generate.py): it adds tasks and reacts to their ends."""
+    def prepare(self, shift: "Shift") -> None: ...
+
+    def task_ended(self, shift: "Shift", task_id: str) -> None: ...
+
+    def snapshot(self, shift: "Shift") -> dict[str, Any]: ...
+
+
+class PoolGroup:
+    """One endpoint pool and the roles it serves."""
+    def __init__(self, pool: EndpointPool, roles: tuple[str, ...]):
+        self.pool, self.roles = pool, roles
+
+
 class Shift:
     def __init__(self, options: ShiftOptions, sources: list[TaskSource] | None = None,
-                 executor: Executor | None = None):
+                 executor: Executor | None = None, stages: Stages | None = None):
         self.opt = options
+        self.stages = stages
         self.repo = repo_toplevel(options.repo.expanduser().resolve())
         self.out = options.out.expanduser().resolve()
         self.runs_dir = self.out / "runs"
@@ -137,7 +166,7 @@ class Shift:
         self.fatal: UserError | None = None
         self.events: EventLog
         self.store: Store
-        self.pool: EndpointPool
+        self.pools: list[PoolGroup] = []
 
     # --- life cycle -----------------------------------------------------------------------------------
 
@@ -159,14 +188,13 @@ class Shift:
             self.events.emit("shift_start", pid=os.getpid(), workers=self.opt.workers, tasks=self.store.counts()["tasks"],
                              model=self.opt.model, base_urls=self.opt.base_urls, executor=self.opt.executor)
             self.recover()
-            self.pool = EndpointPool(self.opt.base_urls, self.opt.model,
-                                     self.opt.per_server_cap or self.opt.workers, backoff_s=self.opt.backoff_s,
-                                     on_change=lambda url, ok, why: self.events.emit(
-                                         "server_up" if ok else "server_down", url=url, reason=why),
-                                     api_key_env=self.opt.api_key_env)
-            self.pool.check_all()
-            if not self.pool.any_healthy():
-                self.events.emit("dispatch_paused", reason="no healthy model server")
+            if self.stages is not None:
+                self.stages.prepare(self)
+            self.pools = self.make_pools()
+            for group in self.pools:
+                group.pool.check_all()
+                if not group.pool.any_healthy():
+                    self.events.emit("dispatch_paused", reason="no healthy model server", roles=list(group.roles))
             executor = self.executor_override or make_executor(self.opt.executor, self.opt.ray_address, self.opt.workers)
             if install_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
@@ -191,6 +219,18 @@ class Shift:
             self.events.close()
             self.store.close()
             lock_file.close()
+
+    def make_pools(self) -> list[PoolGroup]:
+        roles = {"default": RoleEndpoints(base_urls=self.opt.base_urls, model=self.opt.model), **self.opt.roles}
+        groups: dict[tuple[tuple[str, ...], str], list[str]] = {}
+        for role, spec in roles.items():
+            groups.setdefault((tuple(sorted(spec.base_urls)), spec.model), []).append(role)
+        return [PoolGroup(EndpointPool(list(urls), model, self.opt.per_server_cap or self.opt.workers,
+                                       backoff_s=self.opt.backoff_s,
+                                       on_change=lambda url, ok, why: self.events.emit(
+                                           "server_up" if ok else "server_down", url=url, reason=why),
+                                       api_key_env=self.opt.api_key_env),
+                          tuple(names)) for (urls, model), names in groups.items()]
 
     def loop(self, executor: Executor) -> None:
         monitor = threading.Thread(target=self.monitor, name="shift-monitor", daemon=True)
@@ -260,30 +300,49 @@ class Shift:
 
     def worker(self, executor: Executor) -> None:
         while not self.draining.is_set():
-            endpoint = self.pool.acquire(should_give_up=self.draining.is_set)
-            if endpoint is None:
-                return
+            claimed = self.claim()
+            if claimed is None:
+                if self.idle():
+                    return
+                time.sleep(0.2)  # no free server, or a running attempt may still add or requeue work
+                continue
+            group, endpoint, (task, attempt) = claimed
             try:
-                claim = self.store.claim_next(endpoint.url, self.runs_dir)
-                if claim is None:
-                    self.pull_tasks(limit=self.opt.workers)
-                    claim = self.store.claim_next(endpoint.url, self.runs_dir)
-                if claim is None:
-                    if self.store.counts()["states"]["running"] == 0:
-                        return
-                    time.sleep(0.2)  # a running attempt may still be put back in the queue
-                    continue
                 try:
-                    self.run_attempt(executor, endpoint, *claim)
+                    self.run_attempt(executor, endpoint, task, attempt, group.pool)
                 except Exception as e:  # a bug must cost one attempt, not hang the shift with a running task
-                    self.events.emit("worker_error", run_id=claim[1].run_id, error=f"{type(e).__name__}: {e}",
+                    self.events.emit("worker_error", run_id=attempt.run_id, error=f"{type(e).__name__}: {e}",
                                      traceback=traceback.format_exc())
-                    self.finish(None, "error", f"worker error: {type(e).__name__}: {e}", counts=True, attempt=claim[1])
+                    self.finish(None, "error", f"worker error: {type(e).__name__}: {e}", counts=True, attempt=attempt)
             finally:
-                self.pool.release(endpoint)
+                group.pool.release(endpoint)
 
-    def run_attempt(self, executor: Executor, endpoint: Endpoint, task: TaskRow, attempt: AttemptRow) -> None:
-        state = Running(task, attempt, endpoint)
+    def claim(self) -> tuple[PoolGroup, Endpoint, tuple[TaskRow, AttemptRow]] | None:
+        """A free endpoint of some pool and the next queued task for that pool's roles."""
+        for group in self.pools:
+            endpoint = group.pool.try_acquire()
+            if endpoint is None:
+                continue
+            claim = self.store.claim_next(endpoint.url, self.runs_dir, roles=group.roles)
+            if claim is None:
+                self.pull_tasks(limit=self.opt.workers)
+                claim = self.store.claim_next(endpoint.url, self.runs_dir, roles=group.roles)
+            if claim is not None:
+                return group, endpoint, claim
+            group.pool.release(endpoint)
+        return None
+
+    def idle(self) -> bool:
+        """Nothing queued, nothing running here or in the store: the work is done."""
+        with self.lock:
+            if self.running:
+                return False
+        states = self.store.counts()["states"]
+        return states["queued"] == 0 and states["running"] == 0
+
+    def run_attempt(self, executor: Executor, endpoint: Endpoint, task: TaskRow, attempt: AttemptRow,
+                    pool: EndpointPool) -> None:
+        state = Running(task, attempt, endpoint, pool)
         with self.lock:
             self.running[attempt.id] = state
         self.events.emit("attempt_start", task=task.id, run_id=attempt.run_id, server=endpoint.url)
@@ -296,13 +355,17 @@ class Shift:
                 state.stop_reason = self.stopped or "stopped"
             return state.stop_reason is not None
 
+        if task.kind == "chat":
+            try:
+                self.run_chat(state)
+            finally:
+                with self.lock:
+                    self.running.pop(attempt.id, None)
+            return
         request = RunRequest(
             repo=self.repo, task=task.task, commit=task.commit_ish, out_dir=self.runs_dir, run_id=attempt.run_id,
             sandbox=self.opt.sandbox, create_branch=False, limits=self.opt.limits, policy=self.opt.policy,
-            model=ModelConfig(base_url=endpoint.url, model=self.opt.model, timeout_s=self.opt.model_timeout_s,
-                              max_retries=self.opt.model_retries, max_tokens=self.opt.max_tokens,
-                              temperature=self.opt.temperature, tool_choice=self.opt.tool_choice,
-                              api_key_env=self.opt.api_key_env),
+            model=self.model_config(endpoint, pool),
             agent=self.opt.agent.model_copy(update={
                 "max_steps": task.max_steps or self.opt.max_steps, "max_wall_s": self.opt.task_timeout_s,
                 "command_timeout_s": self.opt.command_timeout_s}))
@@ -310,7 +373,7 @@ class Shift:
             try:
                 executor.run(request, should_stop, progress)
             except ModelUnavailable as e:
-                self.pool.mark_failed(endpoint, str(e))
+                pool.mark_failed(endpoint, str(e))
                 self.finish(state, "server_unavailable", str(e), counts=False)
                 return
             except TaskError as e:  # this task cannot run as given (e.g. an unknown commit): counts
@@ -339,7 +402,7 @@ class Shift:
                 self.record_submitted(task, attempt, traj, state)
             elif status == ExitStatus.model_error:
                 # Whether the server died or kept failing, it is not the task's fault: back off and retry.
-                self.pool.mark_failed(endpoint, traj.exit_message[:200])
+                pool.mark_failed(endpoint, traj.exit_message[:200])
                 self.finish(state, status.value, traj.exit_message, counts=False)
             elif status == ExitStatus.interrupted:
                 watchdog = (state.stop_reason or "").startswith("watchdog")
@@ -349,6 +412,27 @@ class Shift:
         finally:
             with self.lock:
                 self.running.pop(attempt.id, None)
+
+    def model_config(self, endpoint: Endpoint, pool: EndpointPool) -> ModelConfig:
+        return ModelConfig(base_url=endpoint.url, model=pool.model, timeout_s=self.opt.model_timeout_s,
+                           max_retries=self.opt.model_retries, max_tokens=self.opt.max_tokens,
+                           temperature=self.opt.temperature, tool_choice=self.opt.tool_choice,  # type: ignore[arg-type]
+                           api_key_env=self.opt.api_key_env)
+
+    def run_chat(self, state: Running) -> None:
+        """A plain chat call (no tools): the task text holds the messages; the answer goes to answer.txt."""
+        run_dir = Path(state.attempt.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config = self.model_config(state.endpoint, state.pool)
+        try:
+            answer, tokens = chat_once(config, json.loads(state.task.task))
+        except (ModelUnavailable, ModelCallFailed) as e:
+            state.pool.mark_failed(state.endpoint, str(e)[:200])
+            self.finish(state, "server_unavailable", str(e), counts=False)
+            return
+        state.tokens = tokens
+        write_text_atomic(run_dir / "answer.txt", answer)
+        self.finish(state, "answered", f"{len(answer)} characters", counts=True, final=True)
 
     def finish(self, state: Running | None, exit_status: str, reason: str, counts: bool, attempt: AttemptRow | None = None,
                final: bool = False, branch: str | None = None, steps: int = 0, tokens: int = 0) -> None:
@@ -360,8 +444,14 @@ class Shift:
             max_attempts=self.opt.max_attempts, max_infra_retries=self.opt.max_infra_retries)
         self.events.emit("attempt_end", task=attempt.task_id, run_id=attempt.run_id, exit_status=exit_status,
                          reason=reason[:300], steps=steps, tokens=tokens, task_state=task_state, branch=branch)
+        if self.stages is not None and task_state in ("done", "failed"):
+            self.stages.task_ended(self, attempt.task_id)
 
     def record_submitted(self, task: TaskRow, attempt: AttemptRow, traj: Trajectory, state: Running | None = None) -> None:
+        if not self.opt.create_branches:
+            self.finish(state, ExitStatus.submitted.value, traj.exit_message, counts=True, attempt=attempt, final=True,
+                        steps=len(traj.steps), tokens=traj.usage.total_tokens)
+            return
         try:
             patch = (Path(attempt.run_dir) / "patch.diff").read_bytes()
             branch: str | None = ensure_branch(self.repo, task.id, task.task, attempt.run_id, traj.base_commit, patch)
@@ -380,7 +470,8 @@ class Shift:
                 running = list(self.running.values())
             self.store.heartbeat([r.attempt.id for r in running],
                                  {r.attempt.id: (r.steps, r.tokens) for r in running})
-            self.pool.recheck_due()
+            for group in self.pools:
+                group.pool.recheck_due()
             now = time.monotonic()
             for r in running:
                 if r.stop_reason is None and now - r.last_progress > self.opt.stall_s:
@@ -397,8 +488,12 @@ class Shift:
             running = [{"task": r.task.id, "run_id": r.attempt.run_id, "server": r.endpoint.url, "steps": r.steps,
                         "tokens": r.tokens, "elapsed_s": time.monotonic() - r.started,
                         "idle_s": time.monotonic() - r.last_progress} for r in self.running.values()]
-        return {"counts": self.store.counts(), "running": running, "servers": self.pool.snapshot(),
+        snap = {"counts": self.store.counts(), "running": running,
+                "servers": [s for g in self.pools for s in g.pool.snapshot()],
                 "elapsed_s": time.time() - self.started, "deadline": self.opt.deadline, "stopped": self.stopped}
+        if self.stages is not None:
+            snap["stages"] = self.stages.snapshot(self)
+        return snap
 
 
 def read_trajectory(run_dir: Path) -> Trajectory | None:

@@ -46,8 +46,26 @@ MIGRATIONS: list[str] = [
         exit_status TEXT NOT NULL, branch TEXT, run_dir TEXT NOT NULL, steps INTEGER NOT NULL,
         tokens INTEGER NOT NULL, message TEXT, recorded_at REAL NOT NULL);
     """,
+    # 2: multi-stage work (`nightowl generate`): a task is one stage of a sample; samples carry the pipeline state
+    """
+    ALTER TABLE tasks ADD COLUMN kind TEXT NOT NULL DEFAULT 'agent';       -- agent | chat
+    ALTER TABLE tasks ADD COLUMN role TEXT NOT NULL DEFAULT 'default';     -- which endpoint pool serves it
+    ALTER TABLE tasks ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;      -- higher is claimed first
+    ALTER TABLE tasks ADD COLUMN sample_id TEXT;
+    CREATE INDEX tasks_queue ON tasks(state, priority, seq);
+    CREATE TABLE samples (
+        id TEXT PRIMARY KEY, seq INTEGER NOT NULL, commit_sha TEXT NOT NULL, file TEXT NOT NULL,
+        function TEXT NOT NULL, language TEXT NOT NULL, start_line INTEGER NOT NULL, end_line INTEGER NOT NULL,
+        stage TEXT NOT NULL DEFAULT 't1',              -- t1 | check | pr | t2 | done | dropped
+        t1_try INTEGER NOT NULL DEFAULT 0, tried TEXT NOT NULL DEFAULT '[]', category TEXT,
+        t1_run_dir TEXT, t1_patch TEXT, t1_patch_sha TEXT, pr TEXT, t2_run_dir TEXT, t2_patch TEXT,
+        recall REAL, matched INTEGER, total INTEGER, reason TEXT, updated_at REAL NOT NULL);
+    CREATE INDEX samples_t1_sha ON samples(t1_patch_sha);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+DONE_STATUSES = ("submitted", "answered")
+"""Exit statuses that complete a task: an agent submitted, or a chat call answered."""
 
 
 class AttemptRow(BaseModel):
@@ -78,6 +96,10 @@ class TaskRow(BaseModel):
     attempts: int
     infra_retries: int
     error: str | None
+    kind: str = "agent"
+    role: str = "default"
+    priority: int = 0
+    sample_id: str | None = None
 
 
 class StoreError(UsageError):
@@ -178,10 +200,13 @@ class Store:
             rows = self.db.execute(query + " ORDER BY seq", args).fetchall()
         return [TaskRow(**dict(r)) for r in rows]
 
-    def claim_next(self, endpoint: str, out_runs: Path, skip: set[str] = frozenset()) -> tuple[TaskRow, AttemptRow] | None:
-        """Atomically moves the first queued task to running and opens an attempt for it."""
+    def claim_next(self, endpoint: str, out_runs: Path, skip: set[str] = frozenset(),
+                   roles: tuple[str, ...] = ("default",)) -> tuple[TaskRow, AttemptRow] | None:
+        """Atomically moves the first queued task (of `roles`, highest priority first) to running and opens an attempt."""
+        marks = ",".join("?" * len(roles))
         with self.tx() as db:
-            for row in db.execute("SELECT * FROM tasks WHERE state='queued' ORDER BY seq").fetchall():
+            for row in db.execute(f"SELECT * FROM tasks WHERE state='queued' AND role IN ({marks}) "
+                                  "ORDER BY priority DESC, seq", roles).fetchall():
                 if row["id"] not in skip:
                     break
             else:
@@ -245,7 +270,7 @@ class Store:
             attempts = task["attempts"] + (1 if counts else 0)
             infra = task["infra_retries"] + (0 if counts else 1)
             if final or attempts >= max_attempts or infra > max_infra_retries:
-                state = "done" if exit_status == "submitted" else "failed"
+                state = "done" if exit_status in DONE_STATUSES else "failed"
                 db.execute("INSERT INTO results (task_id, attempt_id, exit_status, branch, run_dir, steps, tokens, "
                            "message, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (attempt.task_id, attempt_id, exit_status, branch, attempt.run_dir, steps, tokens,
