@@ -231,3 +231,17 @@ def interleave_snapshots(per_commit: list[list[FunctionRef]]) -> list[FunctionRe
     for i in range(max((len(x) for x in per_commit), default=0)):
         out.extend(x[i] for x in per_commit if i < len(x))
     return out
+
+
+class SamplePlan(BaseModel):
+    functions: list[FunctionRef]
+    available: int
+    reports: list[SamplingReport]
+
+
+def plan_samples(repo: Path, commits: list[str], n: int, seed: int, min_lines: int = 3) -> SamplePlan:
+    """`n` functions across snapshots: each snapshot shuffled with the seed, then taken in turn."""
+    reports = [list_functions(repo, c, min_lines) for c in commits]
+    shuffled = [sample_functions(r.functions, len(r.functions), seed) for r in reports]
+    return SamplePlan(functions=interleave_snapshots(shuffled)[:n], available=sum(len(r.functions) for r in reports),
+                      reports=reports)

@@ -1,0 +1,185 @@
+"""`nightowl generate`, `nightowl functions` and `nightowl recall` (soft-verified data generation)."""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from orchestrator.errors import UsageError
+
+EXIT_STOPPED = 3
+
+
+def parse_commits(text: str | None) -> list[str]:
+    commits = [c.strip() for c in (text or "HEAD").split(",") if c.strip()]
+    if not commits:
+        raise UsageError("--commits is empty: give commits separated by commas, e.g. --commits HEAD,v1.2")
+    return commits
+
+
+def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    console = Console(stderr=True)
+    out = Console()
+
+    @app.command()
+    @user_errors
+    def functions(repo: Path = typer.Argument(..., help="A git repository."),
+                  commit: str = typer.Option("HEAD", "--commit", help="Read files at this commit (never the working tree)."),
+                  min_lines: int = typer.Option(3, "--min-lines", min=1, help="Skip functions shorter than this."),
+                  as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+        """List the functions `nightowl generate` would sample, with counts per language."""
+        from sandbox.git import repo_toplevel
+        from training.functions import list_functions
+
+        report = list_functions(repo_toplevel(repo.expanduser().resolve()), commit, min_lines)
+        if as_json:
+            out.print_json(report.model_dump_json())
+            return
+        for f in report.functions:
+            out.print(f"{f.file}:{f.start_line}-{f.end_line}  {f.function}  [dim]{f.language}[/]", highlight=False)
+        langs = "  ".join(f"{k} {v}" for k, v in report.per_language.items()) or "none"
+        skipped = "  ".join(f"{k} {v}" for k, v in report.skipped.items()) or "nothing"
+        out.print(f"{len(report.functions)} functions in {report.files_parsed} of {report.files_total} files at "
+                  f"{report.commit[:12]} ({report.seconds:.2f} s): {langs}; files skipped: {skipped}", highlight=False)
+
+    @app.command()
+    @user_errors
+    def recall(p1: Path = typer.Argument(..., help="The reference patch (T1)."),
+               p2: Path = typer.Argument(..., help="The patch to score (T2)."),
+               as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+        """Line-level recall of P1's changed lines in P2 (soft verification)."""
+        from training.recall import line_recall
+
+        texts = []
+        for path in (p1, p2):
+            if not path.is_file():
+                raise UsageError(f"{path} is not a file (give two patch files, e.g. runs/*/patch.diff)")
+            texts.append(path.read_bytes().decode("utf-8", "surrogateescape"))
+        result = line_recall(*texts)
+        if as_json:
+            out.print_json(result.model_dump_json())
+        else:
+            shown = "undefined (P1 changes no line)" if result.recall is None else f"{result.recall:.4f}"
+            out.print(f"recall {shown}  matched {result.matched} of {result.total}")
+
+    @app.command()
+    @user_errors
+    def generate(
+        repo: Path = typer.Argument(..., help="The git repository to learn (only read, never changed)."),
+        samples: int = typer.Option(..., "--samples", min=1, help="How many functions to sample (one sample each)."),
+        base_url: list[str] = typer.Option(..., "--base-url", help="Teacher server (repeatable: a pool)."),
+        model: str = typer.Option(..., "--model", help="Teacher model (T1, self-check, PR)."),
+        out_dir: Path = typer.Option(..., "--out", help="Generation directory; re-running the same command resumes."),
+        student_base_url: list[str] = typer.Option([], "--student-base-url", help="T2 server(s); default: the teacher's."),
+        student_model: Optional[str] = typer.Option(None, "--student-model", help="T2 model; default: the teacher."),
+        workers: int = typer.Option(4, "--workers", min=1, help="Concurrent stages (agents or chat calls)."),
+        commits: Optional[str] = typer.Option(None, "--commits", help="Snapshots to sample from, comma-separated (default HEAD)."),
+        seed: int = typer.Option(0, "--seed", help="Sampling and category seed."),
+        demos: Optional[Path] = typer.Option(None, "--demos", help="File of issue texts separated by `---` lines "
+                                             "(default: the repo's commit history)."),
+        min_lines: int = typer.Option(3, "--min-lines", min=1, help="Skip functions shorter than this."),
+        max_steps: int = typer.Option(60, "--max-steps", min=1, help="Steps per rollout."),
+        max_tokens: int = typer.Option(4096, "--max-tokens", min=1, help="Most tokens per model reply."),
+        temperature: float = typer.Option(0.6, "--temperature"),
+        tool_choice: str = typer.Option("auto", "--tool-choice", help="auto or required."),
+        task_timeout: float = typer.Option(3600.0, "--task-timeout", help="Seconds per rollout."),
+        model_timeout: float = typer.Option(600.0, "--model-timeout", help="Seconds per model request."),
+        stall: float = typer.Option(900.0, "--stall", help="Watchdog: stop a rollout without a new step for this long."),
+        until: Optional[str] = typer.Option(None, "--until", help="Stop at HH:MM (resumable)."),
+        hours: Optional[float] = typer.Option(None, "--hours", help="Stop after H hours (resumable)."),
+        token_budget: Optional[int] = typer.Option(None, "--token-budget", min=1, help="Stop once this many tokens are used."),
+        sandbox: str = typer.Option("auto", "--sandbox", help="auto/bwrap/docker (isolating) or local (no isolation)."),
+        as_json: bool = typer.Option(False, "--json", help="No dashboard; print one JSON object at the end."),
+    ) -> None:
+        """Soft-verified training data from REPO: T1 change, self-check, synthetic PR, T2 re-implementation, recall."""
+        from orchestrator.generate import GenerateSettings, Generation, check_resume
+        from orchestrator.samples import stage_counts
+        from orchestrator.shift import RoleEndpoints, Shift, ShiftOptions, parse_until
+        from orchestrator.store import DB_NAME, Store
+        from sandbox.git import repo_toplevel
+        from training.demonstrations import demonstration_pool
+        from training.functions import plan_samples
+        from training.gitblobs import resolve
+
+        if until and hours:
+            raise UsageError("give --until or --hours, not both")
+        if hours is not None and hours <= 0:
+            raise UsageError("--hours must be positive")
+        if tool_choice not in ("auto", "required"):
+            raise UsageError(f"--tool-choice must be auto or required, not {tool_choice!r}")
+        if sandbox not in ("auto", "bwrap", "docker", "local"):
+            raise UsageError(f"--sandbox must be auto, bwrap, docker or local, not {sandbox!r}")
+        if bool(student_base_url) != bool(student_model):
+            raise UsageError("give --student-base-url and --student-model together (or neither: T2 uses the teacher)")
+        if demos is not None and not demos.is_file():
+            raise UsageError(f"--demos {demos} is not a file")
+        deadline = parse_until(until) if until else (time.time() + hours * 3600 if hours else None)
+        top = repo_toplevel(repo.expanduser().resolve())
+        commits_arg = parse_commits(commits)
+        resolved = None
+        if (out_dir / DB_NAME).is_file():
+            store = Store(out_dir)
+            try:
+                resolved = check_resume(store, seed, commits_arg)
+            finally:
+                store.close()
+        resolved = resolved or [resolve(top, c) for c in commits_arg]
+        started = time.monotonic()
+        plan = plan_samples(top, resolved, samples, seed, min_lines)
+        if not plan.functions:
+            raise UsageError(f"no functions to sample in {top} at {', '.join(c[:12] for c in resolved)} "
+                             "(see `nightowl functions REPO`)")
+        pool, pool_source = demonstration_pool(top, demos)
+        console.print(f"[dim]sampled {len(plan.functions)} of {plan.available} functions from {len(resolved)} "
+                      f"snapshot(s) in {time.monotonic() - started:.2f} s; demonstrations: {len(pool)} from "
+                      f"{pool_source}[/]", highlight=False)
+        teacher = RoleEndpoints(base_urls=base_url, model=model)
+        student = RoleEndpoints(base_urls=student_base_url, model=student_model) if student_model else teacher
+        options = ShiftOptions(repo=top, out=out_dir, model=model, base_urls=base_url, workers=workers,
+                               roles={"teacher": teacher, "student": student}, create_branches=False,
+                               deadline=deadline, token_budget=token_budget, max_steps=max_steps,
+                               task_timeout_s=task_timeout, max_attempts=1, stall_s=stall, sandbox=sandbox,
+                               model_timeout_s=model_timeout, max_tokens=max_tokens, temperature=temperature,
+                               tool_choice=tool_choice)
+        generation = Generation(plan.functions, pool, GenerateSettings(seed=seed, max_steps=max_steps),
+                                binding={"seed": seed, "commits_arg": commits_arg, "commits": resolved})
+        runner = Shift(options, stages=generation)
+        live = None
+
+        def start(s: Shift) -> None:
+            nonlocal live
+            if as_json or not console.is_terminal:
+                console.print(f"[dim]generating {len(plan.functions)} samples with {workers} workers; events in "
+                              f"{s.out / 'events.jsonl'}[/]", highlight=False)
+                return
+            from rich.live import Live
+            from orchestrator.dashboard import Dashboard
+            board = Dashboard()
+            live = Live(get_renderable=lambda: board.render(s.snapshot()), console=console, refresh_per_second=2)
+            live.start()
+
+        def end(s: Shift) -> None:
+            if live is not None:
+                live.stop()
+
+        report = runner.run(install_signals=True, on_start=start, on_end=end)
+        store = Store(out_dir, readonly=True)
+        try:
+            stages = stage_counts(store) or {}
+        finally:
+            store.close()
+        if as_json:
+            out.print_json(json.dumps({"complete": report.complete, "stopped": report.stopped, **stages,
+                                       "samples_file": str(out_dir / "samples.jsonl"), "events": str(report.events_path)}))
+        else:
+            st = stages.get("stages", {})
+            out.print(f"{'[green]complete[/]' if report.complete else '[yellow]stopped: ' + str(report.stopped) + '[/]'}"
+                      f"  done {st.get('done', 0)}  dropped {st.get('dropped', 0)}  "
+                      f"samples: {out_dir / 'samples.jsonl'}")
+        if not report.complete:
+            raise typer.Exit(EXIT_STOPPED)
