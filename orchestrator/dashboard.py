@@ -48,4 +48,9 @@ class Dashboard:
         servers = Text("servers: ", "dim")
         for s in snap["servers"]:
             servers.append(f"{s['url']} {s['in_flight']}/{s['cap']} ", "green" if s["healthy"] else "red")
-        return Group(head, servers, table)
+        parts = [head, servers]
+        if snap.get("stages"):
+            stages = snap["stages"]
+            parts.append(Text("samples: " + "  ".join(f"{k} {v}" for k, v in stages["stages"].items())
+                              + f"  recall mean {stages['recall_mean']}", "dim"))
+        return Group(*parts, table)

@@ -168,6 +168,10 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
                   f"failed {st['failed']}   attempts {data['attempts']}  tokens {data['tokens']}")
         for status_name, n in sorted(data["exit_status"].items()):
             out.print(f"  {status_name}: {n}")
+        if "generate" in data:
+            gen = data["generate"]
+            out.print("samples: " + "  ".join(f"{k} {v}" for k, v in gen["stages"].items())
+                      + f"   recall mean {gen['recall_mean']}  histogram {gen['recall_histogram']}", highlight=False)
         for r in data["running"]:
             out.print(f"  running {r['run_id']}  step {r['steps']}  {r['server']}"
                       + ("  (stale: no heartbeat)" if r["stale"] else ""))
