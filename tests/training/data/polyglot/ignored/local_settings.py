@@ -1,0 +1,3 @@
+def secret_value():
+    value = 42
+    return value

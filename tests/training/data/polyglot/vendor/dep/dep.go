@@ -1,0 +1,6 @@
+package dep
+
+func Helper() int {
+	x := 1
+	return x
+}
