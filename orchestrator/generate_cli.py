@@ -89,6 +89,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         tool_choice: str = typer.Option("auto", "--tool-choice", help="auto or required."),
         task_timeout: float = typer.Option(3600.0, "--task-timeout", help="Seconds per rollout."),
         model_timeout: float = typer.Option(600.0, "--model-timeout", help="Seconds per model request."),
+        model_retries: int = typer.Option(3, "--model-retries", min=0, help="Retries of a failed model request."),
         stall: float = typer.Option(900.0, "--stall", help="Watchdog: stop a rollout without a new step for this long."),
         until: Optional[str] = typer.Option(None, "--until", help="Stop at HH:MM (resumable)."),
         hours: Optional[float] = typer.Option(None, "--hours", help="Stop after H hours (resumable)."),
@@ -144,8 +145,9 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
                                roles={"teacher": teacher, "student": student}, create_branches=False,
                                deadline=deadline, token_budget=token_budget, max_steps=max_steps,
                                task_timeout_s=task_timeout, max_attempts=1, stall_s=stall, sandbox=sandbox,
-                               model_timeout_s=model_timeout, max_tokens=max_tokens, temperature=temperature,
-                               tool_choice=tool_choice)
+                               model_timeout_s=model_timeout, model_retries=model_retries, max_tokens=max_tokens,
+                               temperature=temperature,
+                               tool_choice=tool_choice, request_errors_count=True)
         generation = Generation(plan.functions, pool, GenerateSettings(seed=seed, max_steps=max_steps),
                                 binding={"seed": seed, "commits_arg": commits_arg, "commits": resolved})
         runner = Shift(options, stages=generation)

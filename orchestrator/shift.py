@@ -27,7 +27,7 @@ from agent.run import RunRequest
 from agent.trajectory import ExitStatus, Trajectory, load_trajectory, write_text_atomic
 from orchestrator.branches import BranchConflict, ensure_branch
 from orchestrator.chat import chat_once
-from orchestrator.endpoints import Endpoint, EndpointPool
+from orchestrator.endpoints import Endpoint, EndpointPool, probe
 from orchestrator.errors import UsageError
 from orchestrator.events import EventLog
 from orchestrator.executors import Executor, make_executor
@@ -64,6 +64,10 @@ class ShiftOptions(BaseModel):
     shares their pool (and its per-server caps)."""
     create_branches: bool = True
     """Record a submitted attempt as a `nightowl/<task>` branch in the repo."""
+    request_errors_count: bool = False
+    """A model error while the server still answers /models costs the attempt and leaves the server in the pool
+    (generate: samples are interchangeable, so one poisoned request must not pause everyone). Default: the
+    server is backed off and the task retried for free."""
     workers: int = Field(default=4, gt=0)
     per_server_cap: int | None = Field(default=None, gt=0)
     """Concurrent attempts per server; default: all workers."""
@@ -401,6 +405,10 @@ class Shift:
             if status == ExitStatus.submitted:
                 self.record_submitted(task, attempt, traj, state)
             elif status == ExitStatus.model_error:
+                if self.opt.request_errors_count and probe(endpoint.url, pool.model) is None:
+                    # The server is up and answers others: this request fails, so it costs the attempt.
+                    self.finish(state, status.value, traj.exit_message, counts=True)
+                    return
                 # Whether the server died or kept failing, it is not the task's fault: back off and retry.
                 pool.mark_failed(endpoint, traj.exit_message[:200])
                 self.finish(state, status.value, traj.exit_message, counts=False)
@@ -427,6 +435,9 @@ class Shift:
         try:
             answer, tokens = chat_once(config, json.loads(state.task.task))
         except (ModelUnavailable, ModelCallFailed) as e:
+            if self.opt.request_errors_count and probe(state.endpoint.url, state.pool.model) is None:
+                self.finish(state, ExitStatus.model_error.value, str(e), counts=True)
+                return
             state.pool.mark_failed(state.endpoint, str(e)[:200])
             self.finish(state, "server_unavailable", str(e), counts=False)
             return

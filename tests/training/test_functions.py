@@ -1,15 +1,12 @@
 """Function sampling on a checked-in multi-language repo: exactly the expected functions, tests and the rest excluded."""
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.polyglot import git, make_polyglot_repo
 from training.functions import list_functions, plan_samples, sample_functions
-
-DATA = Path(__file__).parent / "data" / "polyglot"
 
 EXPECTED = {
     ("core/lib.rs", "Stack.push", "rust", 6, 9),
@@ -32,22 +29,9 @@ EXPECTED = {
 }
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
-
-
 @pytest.fixture
 def polyglot(tmp_path: Path) -> Path:
-    repo = tmp_path / "polyglot"
-    shutil.copytree(DATA, repo)
-    (repo / "dot-gitignore").rename(repo / ".gitignore")
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.email", "t@example.com")
-    git(repo, "config", "user.name", "t")
-    git(repo, "add", "-A")
-    git(repo, "add", "-f", "ignored/local_settings.py")  # tracked, yet matched by .gitignore: still skipped
-    git(repo, "commit", "-qm", "polyglot fixture")
-    return repo
+    return make_polyglot_repo(tmp_path / "polyglot")
 
 
 def test_exactly_the_expected_functions(polyglot):

@@ -1,0 +1,191 @@
+"""`nightowl generate` end to end: the scripted teacher over real HTTP, real git, real sandboxes, real subprocesses."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.scripted_server import ScriptedServer
+from agent.scripted_teacher import request_kind, target_of, teacher
+from tests.orchestrator.helpers import SANDBOX
+from tests.polyglot import git, make_polyglot_repo
+
+ROOT = Path(__file__).resolve().parents[2]
+FIELDS = {"id", "commit", "file", "function", "language", "category", "t1_run_dir", "t1_patch", "pr", "t2_run_dir",
+          "t2_patch", "recall", "matched", "total"}
+
+
+def nightowl(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def generate_args(repo: Path, url: str, out: Path, samples: int, *extra: str) -> list[str]:
+    return ["generate", str(repo), "--samples", str(samples), "--base-url", url, "--model", "scripted", "--out", str(out),
+            "--sandbox", SANDBOX, "--seed", "3", "--max-steps", "6", "--json", *extra]
+
+
+def read_samples(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+
+
+def status(out: Path) -> dict[str, Any]:
+    result = nightowl("status", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_the_whole_pipeline_with_a_self_check_retry(tmp_path):
+    repo = make_polyglot_repo(tmp_path / "repo")
+    branches_before = git(repo, "branch", "--list")
+    said_no: list[str] = []
+    wrong_t2: list[str] = []
+
+    def respond(request: dict[str, Any]) -> dict[str, Any]:
+        kind = request_kind(request)
+        if kind == "check" and not said_no:  # the first self-check says no: that sample retries T1
+            said_no.append(json.dumps(request["messages"]))
+            return {"content": "It changed something unrelated. <output>no</output>"}
+        if kind == "t2" and target_of(request) and not wrong_t2 and request_turn(request) == 0:
+            wrong_t2.append(target_of(request)[0])  # one T2 makes another change: recall 0 for that sample
+            return {"content": "x", "tool_calls": [{"name": "bash", "arguments": {
+                "command": f"printf '// unrelated\\n' >> {target_of(request)[1]}"}}]}
+        return teacher(request)
+
+    with ScriptedServer(respond) as server:
+        out = tmp_path / "gen"
+        result = nightowl(*generate_args(repo, server.base_url, out, 4, "--workers", "2"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        kinds = [request_kind(r) for r in server.chat_requests()]
+        rows = read_samples(out)
+        assert len(rows) == 4 and len({r["id"] for r in rows}) == 4
+        assert all(FIELDS <= set(r) for r in rows)
+        assert kinds.count("check") == 5 and kinds.count("pr") == 4  # one extra self-check after the "no"
+        retried = [r for r in rows if r["t1_try"] == 1]
+        assert len(retried) == 1
+        assert (out / "runs" / f"{retried[0]['id']}.t1-0.1" / "trajectory.json").is_file()
+        for row in rows:
+            for key in ("t1_run_dir", "t2_run_dir"):
+                traj = json.loads((Path(row[key]) / "trajectory.json").read_text())
+                assert traj["exit_status"] == "submitted" and traj["patch"] == row[key.replace("run_dir", "patch")]
+            assert f"`{row['function']}`" in row["pr"] and "<output>" not in row["pr"]
+            assert row["commit"] == git(repo, "rev-parse", "HEAD").strip()
+            assert f"note: {row['function']} reviewed" in row["t1_patch"]
+            if row["function"] == wrong_t2[0]:
+                assert (row["recall"], row["matched"], row["total"]) == (0.0, 0, 1)
+            else:
+                assert (row["recall"], row["matched"], row["total"]) == (1.0, 1, 1)
+        st = status(out)["generate"]
+        assert st["stages"] == {"t1": 0, "check": 0, "pr": 0, "t2": 0, "done": 4, "dropped": 0}
+        assert st["recall_histogram"]["1.0"] == 3 and st["recall_histogram"]["0.0"] == 1
+        # T1 for the retried sample used another category than the first try
+        tried = json.loads(said_no[0])[1]["content"]
+        assert retried[0]["category"] not in tried
+
+        # re-running the same command finds everything done: no model calls, nothing duplicated
+        before = len(server.requests)
+        again = nightowl(*generate_args(repo, server.base_url, out, 4, "--workers", "2"))
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert len(server.requests) - before <= 2  # only the /models health probes
+        assert read_samples(out) == rows
+    assert git(repo, "branch", "--list") == branches_before  # generation never adds branches to the user's repo
+
+
+def request_turn(request: dict[str, Any]) -> int:
+    return sum(1 for m in request.get("messages", []) if m.get("role") == "assistant")
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
+    repo = make_polyglot_repo(tmp_path / "repo")
+    cases = [
+        (["--commits", "nope"], "not a commit"),
+        (["--tool-choice", "sometimes"], "--tool-choice"),
+        (["--student-model", "m"], "--student-base-url"),
+        (["--demos", str(tmp_path / "missing.txt")], "is not a file"),
+    ]
+    for extra, message in cases:
+        result = nightowl(*generate_args(repo, "http://127.0.0.1:9/v1", tmp_path / "out", 2, *extra))
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    git(empty, "init", "-q")
+    git(empty, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "--allow-empty", "-m", "empty")
+    result = nightowl(*generate_args(empty, "http://127.0.0.1:9/v1", tmp_path / "out", 2))
+    assert result.returncode == 2 and "no functions to sample" in result.stderr
+
+
+def test_kill_9_during_generation_then_resume(tmp_path):
+    repo = make_polyglot_repo(tmp_path / "repo")
+
+    def slow(request: dict[str, Any]) -> dict[str, Any]:
+        return {**teacher(request), "sleep": 0.15}
+
+    with ScriptedServer(slow) as server:
+        out = tmp_path / "gen"
+        args = generate_args(repo, server.base_url, out, 6, "--workers", "3")
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            done = len((out / "samples.jsonl").read_text().splitlines()) if (out / "samples.jsonl").exists() else 0
+            if done >= 2 and any(s.get("running") for s in [status(out)]):
+                break
+            assert proc.poll() is None, "generation ended before it could be killed"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        killed_at = read_samples(out)
+        assert 2 <= len(killed_at) < 6
+        assert status(out)["states"]["running"] >= 1  # stages were in flight when it died
+        with open(out / "samples.jsonl", "a") as f:  # and a torn half line, as a crash mid-write leaves
+            f.write('{"id": "s000')
+
+        result = nightowl(*args)
+        assert result.returncode == 0, result.stderr[-3000:]
+        rows = read_samples(out)
+        assert len(rows) == 6 and len({r["id"] for r in rows}) == 6
+        assert rows[:len(killed_at)] == killed_at  # nothing already written was lost or changed
+        assert all(r["recall"] == 1.0 for r in rows)
+        st = status(out)
+        assert st["generate"]["stages"]["done"] == 6 and st["states"]["running"] == 0
+        events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+        assert any(e["event"] == "attempt_dead" for e in events)  # the killed attempts were found and redone
+
+
+@pytest.mark.parametrize("failure", ["failing", "stalled"])
+def test_a_failing_or_stalled_teacher_costs_only_its_own_sample(tmp_path, failure):
+    repo = make_polyglot_repo(tmp_path / "repo")
+    poisoned: list[str] = []
+
+    def respond(request: dict[str, Any]) -> dict[str, Any]:
+        target = target_of(request)
+        if request_kind(request) == "t1" and target and (not poisoned or target[0] == poisoned[0]):
+            if not poisoned:
+                poisoned.append(target[0])
+            return {"status": 500, "error": "teacher crashed"} if failure == "failing" else {**teacher(request), "sleep": 3}
+        return teacher(request)
+
+    with ScriptedServer(respond) as server:
+        out = tmp_path / "gen"
+        started = time.monotonic()
+        result = nightowl(*generate_args(repo, server.base_url, out, 4, "--workers", "2", "--model-timeout", "1",
+                                         "--model-retries", "1"), timeout=600)
+        elapsed = time.monotonic() - started
+        assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_samples(out)
+    st = status(out)["generate"]
+    print(f"\n[{failure} teacher: {len(rows)} samples done, dropped {st['dropped']}, {elapsed:.1f} s]")
+    assert st["stages"]["done"] == 3 and st["stages"]["dropped"] == 1
+    assert st["dropped"] == {"t1_exhausted": 1}
+    assert poisoned[0] not in {r["function"] for r in rows}
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert not any(e["event"] == "server_down" for e in events)  # the pool never paused for the others

@@ -1,0 +1,24 @@
+"""The checked-in multi-language fixture repository (tests/training/data/polyglot), built as a real git repo."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+DATA = Path(__file__).parent / "training" / "data" / "polyglot"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+def make_polyglot_repo(repo: Path) -> Path:
+    shutil.copytree(DATA, repo)
+    (repo / "dot-gitignore").rename(repo / ".gitignore")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "t")
+    git(repo, "add", "-A")
+    git(repo, "add", "-f", "ignored/local_settings.py")  # tracked, yet matched by .gitignore: still skipped
+    git(repo, "commit", "-qm", "polyglot fixture")
+    return repo
