@@ -22,6 +22,18 @@ def parse_commits(text: str | None) -> list[str]:
     return commits
 
 
+def parse_extra_body(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        body = json.loads(text)
+    except ValueError as e:
+        raise UsageError(f"--extra-body is not valid JSON ({e})") from None
+    if not isinstance(body, dict):
+        raise UsageError("--extra-body must be a JSON object, e.g. '{\"top_k\": 20}'")
+    return body
+
+
 def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
     console = Console(stderr=True)
     out = Console()
@@ -87,6 +99,8 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         max_tokens: int = typer.Option(4096, "--max-tokens", min=1, help="Most tokens per model reply."),
         temperature: float = typer.Option(0.6, "--temperature"),
         tool_choice: str = typer.Option("auto", "--tool-choice", help="auto or required."),
+        extra_body: Optional[str] = typer.Option(None, "--extra-body", help="JSON object sent with every model request "
+                                                 "(e.g. '{\"chat_template_kwargs\": {\"enable_thinking\": false}}')."),
         task_timeout: float = typer.Option(3600.0, "--task-timeout", help="Seconds per rollout."),
         model_timeout: float = typer.Option(600.0, "--model-timeout", help="Seconds per model request."),
         model_retries: int = typer.Option(3, "--model-retries", min=0, help="Retries of a failed model request."),
@@ -119,6 +133,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
             raise UsageError("give --student-base-url and --student-model together (or neither: T2 uses the teacher)")
         if demos is not None and not demos.is_file():
             raise UsageError(f"--demos {demos} is not a file")
+        body = parse_extra_body(extra_body)
         deadline = parse_until(until) if until else (time.time() + hours * 3600 if hours else None)
         top = repo_toplevel(repo.expanduser().resolve())
         commits_arg = parse_commits(commits)
@@ -147,7 +162,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
                                task_timeout_s=task_timeout, max_attempts=1, stall_s=stall, sandbox=sandbox,
                                model_timeout_s=model_timeout, model_retries=model_retries, max_tokens=max_tokens,
                                temperature=temperature,
-                               tool_choice=tool_choice, request_errors_count=True)
+                               tool_choice=tool_choice, extra_body=body, request_errors_count=True)
         generation = Generation(plan.functions, pool, GenerateSettings(seed=seed, max_steps=max_steps),
                                 binding={"seed": seed, "commits_arg": commits_arg, "commits": resolved})
         runner = Shift(options, stages=generation)

@@ -64,6 +64,8 @@ class ShiftOptions(BaseModel):
     shares their pool (and its per-server caps)."""
     create_branches: bool = True
     """Record a submitted attempt as a `nightowl/<task>` branch in the repo."""
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    """Sent with every model request as-is (e.g. chat_template_kwargs, logit_bias)."""
     request_errors_count: bool = False
     """A model error while the server still answers /models costs the attempt and leaves the server in the pool
     (generate: samples are interchangeable, so one poisoned request must not pause everyone). Default: the
@@ -425,7 +427,7 @@ class Shift:
         return ModelConfig(base_url=endpoint.url, model=pool.model, timeout_s=self.opt.model_timeout_s,
                            max_retries=self.opt.model_retries, max_tokens=self.opt.max_tokens,
                            temperature=self.opt.temperature, tool_choice=self.opt.tool_choice,  # type: ignore[arg-type]
-                           api_key_env=self.opt.api_key_env)
+                           api_key_env=self.opt.api_key_env, extra_body=self.opt.extra_body)
 
     def run_chat(self, state: Running) -> None:
         """A plain chat call (no tools): the task text holds the messages; the answer goes to answer.txt."""

@@ -24,17 +24,6 @@ from orchestrator.serving import VLLMServer, load_adapter, unload_adapter
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def terse_bias(tiny_model_dir: Path) -> dict[str, int]:
-    """Ban whitespace tokens, favour `"`, `}` and `:`: constrained calls then finish in a few dozen tokens."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    bias = {str(i): -100 for i in range(len(tok)) if tok.decode([i]).strip() == ""}
-    bias.update({str(tok.convert_tokens_to_ids(t)): 100 for t in ('"', "}", ":")})
-    return bias
-
-
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
 
