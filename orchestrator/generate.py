@@ -103,7 +103,8 @@ class Generation:
         self.samples_file.sync(store)
 
     def task_ended(self, shift: Shift, task_id: str) -> None:
-        task = shift.store.task(task_id)
+        with shift.store.lock:
+            task = shift.store.task(task_id)
         if task.sample_id:
             self.advance(shift, task.sample_id)
 

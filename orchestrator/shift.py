@@ -193,9 +193,9 @@ class Shift:
             self.pull_tasks(limit=None)
             self.events.emit("shift_start", pid=os.getpid(), workers=self.opt.workers, tasks=self.store.counts()["tasks"],
                              model=self.opt.model, base_urls=self.opt.base_urls, executor=self.opt.executor)
-            self.recover()
             if self.stages is not None:
                 self.stages.prepare(self)
+            self.recover()
             self.pools = self.make_pools()
             for group in self.pools:
                 group.pool.check_all()
@@ -324,8 +324,15 @@ class Shift:
                 group.pool.release(endpoint)
 
     def claim(self) -> tuple[PoolGroup, Endpoint, tuple[TaskRow, AttemptRow]] | None:
-        """A free endpoint of some pool and the next queued task for that pool's roles."""
-        for group in self.pools:
+        """A free endpoint of some pool and the next queued task for that pool's roles.
+
+        Pools are tried in the order of their best queued task, so priorities hold across pools too.
+        """
+        def best(group: PoolGroup) -> tuple[int, int]:
+            head = self.store.peek_queued(group.roles)
+            return (-head[0], head[1]) if head else (1, 0)
+
+        for group in sorted(self.pools, key=best) if len(self.pools) > 1 else self.pools:
             endpoint = group.pool.try_acquire()
             if endpoint is None:
                 continue

@@ -222,6 +222,14 @@ class Store:
             attempt = self._attempt(db, cur.lastrowid)
         return task, attempt
 
+    def peek_queued(self, roles: tuple[str, ...]) -> tuple[int, int] | None:
+        """(priority, seq) of the task `claim_next(roles=roles)` would take, or None."""
+        marks = ",".join("?" * len(roles))
+        with self.lock:
+            row = self.db.execute(f"SELECT priority, seq FROM tasks WHERE state='queued' AND role IN ({marks}) "
+                                  "ORDER BY priority DESC, seq LIMIT 1", roles).fetchone()
+        return (row[0], row[1]) if row else None
+
     @staticmethod
     def _attempt(db: sqlite3.Connection, attempt_id: int | None) -> AttemptRow:
         return AttemptRow(**dict(db.execute("SELECT * FROM attempts WHERE id=?", (attempt_id,)).fetchone()))

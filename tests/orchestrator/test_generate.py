@@ -189,3 +189,40 @@ def test_a_failing_or_stalled_teacher_costs_only_its_own_sample(tmp_path, failur
     assert poisoned[0] not in {r["function"] for r in rows}
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     assert not any(e["event"] == "server_down" for e in events)  # the pool never paused for the others
+
+
+def test_started_samples_finish_first_even_when_t2_has_its_own_server(tmp_path):
+    repo = make_polyglot_repo(tmp_path / "repo")
+    with ScriptedServer(teacher) as teacher_server, ScriptedServer(teacher, model="student") as student_server:
+        out = tmp_path / "gen"
+        result = nightowl(*generate_args(repo, teacher_server.base_url, out, 3, "--workers", "1",
+                                         "--student-base-url", student_server.base_url, "--student-model", "student"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert {request_kind(r) for r in student_server.chat_requests()} == {"t2"}
+        assert "t2" not in {request_kind(r) for r in teacher_server.chat_requests()}
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    order = [e["run_id"].split(".")[0] + "." + e["run_id"].split(".")[1] for e in events if e["event"] == "attempt_start"]
+    samples = sorted({o.split(".")[0] for o in order})
+    assert order == [f"{s}.{stage}" for s in samples for stage in ("t1-0", "check-0", "pr", "t2")]
+    for row in read_samples(out):
+        assert json.loads((Path(row["t2_run_dir"]) / "trajectory.json").read_text())["model"] == "student"
+
+
+def test_functions_and_recall_commands(tmp_path):
+    repo = make_polyglot_repo(tmp_path / "repo")
+    listed = nightowl("functions", str(repo), "--json")
+    assert listed.returncode == 0, listed.stderr
+    report = json.loads(listed.stdout)
+    assert report["per_language"] == {"go": 2, "java": 2, "javascript": 3, "python": 5, "rust": 2, "typescript": 3}
+    text = nightowl("functions", str(repo))
+    assert "pkg/shapes.py:18-22  Square.area" in text.stdout and "17 functions" in text.stdout
+    p1, p2 = tmp_path / "p1.diff", tmp_path / "p2.diff"
+    p1.write_bytes(b"--- a/x\n+++ b/x\n@@ -1 +1 @@\n-old \xff\n+new\n+more\n")  # not UTF-8: bytes are kept
+    p2.write_bytes(b"+new\n-old \xff\n")
+    scored = nightowl("recall", str(p1), str(p2), "--json")
+    assert json.loads(scored.stdout) == {"recall": 2 / 3, "matched": 2, "total": 3}
+    assert "recall 0.6667  matched 2 of 3" in nightowl("recall", str(p1), str(p2)).stdout
+    missing = nightowl("recall", str(p1), str(tmp_path / "nope.diff"))
+    assert missing.returncode == 2 and "is not a file" in missing.stderr and "Traceback" not in missing.stderr
+    bad = nightowl("functions", str(repo), "--commit", "nope")
+    assert bad.returncode == 2 and "not a commit" in bad.stderr
