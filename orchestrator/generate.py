@@ -55,7 +55,8 @@ class SamplesFile:
     def sync(self, store: Store) -> None:
         """Keeps the valid lines (first of each id), drops a torn tail, appends finished samples not yet there."""
         kept: list[str] = []
-        if self.path.exists():
+        self.path.touch()
+        if self.path.stat().st_size:
             for line in self.path.read_bytes().decode("utf-8", "surrogateescape").split("\n"):
                 try:
                     record = json.loads(line)
@@ -196,7 +197,8 @@ class Generation:
             tried = row.tried_categories()
             category = pick_category(row.id, row.t1_try, self.settings.seed, tuple(tried))
             update_sample(db, row.id, category=category, tried=json.dumps([*tried, category]))
-            add_stage_task(db, task_id, row.id, "t1", "agent", "teacher", t1_task(row.function, row.file, category),
+            add_stage_task(db, task_id, row.id, "t1_retry" if row.t1_try else "t1", "agent", "teacher",
+                           t1_task(row.function, row.file, category),
                            row.commit_sha, self.settings.max_steps)
         elif row.stage == "check":
             task = t1_task(row.function, row.file, row.category or "")

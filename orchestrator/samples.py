@@ -17,7 +17,7 @@ from orchestrator.store import Store
 from training.functions import FunctionRef
 
 STAGES = ("t1", "check", "pr", "t2", "done", "dropped")
-PRIORITY = {"t1": 0, "check": 2, "pr": 3, "t2": 4}
+PRIORITY = {"t1": 0, "t1_retry": 1, "check": 2, "pr": 3, "t2": 4}
 """Later stages first: a sample that has started is finished before new ones start."""
 JSONL_FIELDS = ("id", "commit", "file", "function", "language", "start_line", "end_line", "category", "t1_run_dir",
                 "t1_patch", "pr", "t2_run_dir", "t2_patch", "recall", "matched", "total", "t1_try")

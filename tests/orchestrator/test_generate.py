@@ -226,3 +226,27 @@ def test_functions_and_recall_commands(tmp_path):
     assert missing.returncode == 2 and "is not a file" in missing.stderr and "Traceback" not in missing.stderr
     bad = nightowl("functions", str(repo), "--commit", "nope")
     assert bad.returncode == 2 and "not a commit" in bad.stderr
+
+
+def test_an_empty_t1_retries_and_duplicate_patches_are_dropped(tmp_path):
+    repo = make_polyglot_repo(tmp_path / "repo")
+    first_t1: list[int] = []
+
+    def respond(request: dict[str, Any]) -> dict[str, Any]:
+        if request_kind(request) in ("t1", "t2"):
+            if request_kind(request) == "t1" and (not first_t1 or (len(first_t1) == 1 and request_turn(request) > 0)):
+                first_t1.append(1)  # the very first T1 submits without changing anything
+                return {"content": "done", "tool_calls": [{"name": "submit", "arguments": {}}]}
+            if request_turn(request) == 0:  # every later rollout makes the same change, whatever it was asked
+                return {"content": "x", "tool_calls": [{"name": "bash", "arguments": {
+                    "command": "printf '// same\\n' >> web/app.js"}}]}
+        return teacher(request)
+
+    with ScriptedServer(respond) as server:
+        out = tmp_path / "gen"
+        result = nightowl(*generate_args(repo, server.base_url, out, 3, "--workers", "1"))
+        assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_samples(out)
+    assert len(rows) == 1 and rows[0]["t1_try"] == 1 and "+// same" in rows[0]["t1_patch"]
+    st = status(out)["generate"]
+    assert st["stages"]["done"] == 1 and st["dropped"] == {"duplicate": 2}
