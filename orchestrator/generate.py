@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agent.trajectory import ExitStatus, write_text_atomic
+from agent.trajectory import ExitStatus, Trajectory, write_text_atomic
 from orchestrator.errors import UsageError
 from orchestrator.samples import SampleRow, add_samples, add_stage_task, sample, samples, stage_counts, update_sample
 from orchestrator.shift import Shift, read_trajectory
@@ -142,7 +142,7 @@ class Generation:
             traj = read_trajectory(run_dir) if done and run_dir else None
             patch = traj.patch if traj and traj.exit_status == ExitStatus.submitted else ""
             if not patch.strip():
-                return self.retry_t1(db, row, "T1 made no change" if traj else "T1 did not submit")
+                return self.retry_t1(db, row, rollout_failure("T1", traj))
             digest = hashlib.sha256(patch.encode("utf-8", "surrogateescape")).hexdigest()
             twin = db.execute("SELECT id FROM samples WHERE t1_patch_sha=? AND id<>? AND stage<>'dropped'",
                               (digest, row.id)).fetchone()
@@ -171,7 +171,8 @@ class Generation:
             traj = read_trajectory(run_dir) if done and run_dir else None
             patch = traj.patch if traj and traj.exit_status == ExitStatus.submitted else ""
             if not patch.strip():
-                return self.drop(db, row, "empty_t2: T2 made no change" if traj else "t2_failed: T2 did not submit")
+                why = rollout_failure("T2", traj)
+                return self.drop(db, row, f"empty_t2: {why}" if "no change" in why else f"t2_failed: {why}")
             score = line_recall(row.t1_patch or "", patch)
             update_sample(db, row.id, stage="done", t2_run_dir=str(run_dir), t2_patch=patch, recall=score.recall,
                           matched=score.matched, total=score.total)
@@ -213,6 +214,14 @@ class Generation:
         elif row.stage == "t2":
             add_stage_task(db, task_id, row.id, "t2", "agent", "student", row.pr or "", row.commit_sha,
                            self.settings.max_steps)
+
+
+def rollout_failure(name: str, traj: Trajectory | None) -> str:
+    if traj is None:
+        return f"{name} left no trajectory"
+    if traj.exit_status == ExitStatus.submitted:
+        return f"{name} submitted no change"
+    return f"{name} ended {traj.exit_status.value}: {traj.exit_message[:120]}"
 
 
 def read_answer(run_dir: Path | None) -> str:

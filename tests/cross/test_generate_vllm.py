@@ -61,5 +61,6 @@ def test_generate_with_vllm_as_student(vllm_server, terse_bias, tmp_path):
         assert traj["model"] == vllm_server.served_model_name and traj["steps"]
         assert "review note" in traj["task"]  # the synthetic PR was T2's task
     assert st["stages"]["done"] + st["stages"]["dropped"] == 2
+    assert set(st["dropped"]) <= {"empty_t2", "t2_failed"}  # random weights rarely change anything
     for row in read_samples(out):
         assert row["recall"] is not None and 0.0 <= row["recall"] <= 1.0
