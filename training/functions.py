@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel, Field
-from tree_sitter import Language, Node, Parser
+from tree_sitter import Language, Node, Parser, Query, QueryCursor
 
 from training.gitblobs import ignored_paths, read_blobs, resolve, tree_files
 
@@ -44,6 +44,7 @@ SCOPE_NODES = {
     "java": {"class_declaration", "interface_declaration", "enum_declaration", "record_declaration"},
 }
 ARROW_VALUES = {"arrow_function", "function_expression", "function"}
+JS_LIKE = ("javascript", "typescript", "tsx")
 
 TEST_DIRS = {"test", "tests", "testing", "__tests__", "testdata", "spec", "specs", "e2e", "fixtures", "__mocks__"}
 VENDOR_DIRS = {"vendor", "vendored", "third_party", "thirdparty", "third-party", "node_modules", "external",
@@ -78,28 +79,42 @@ class SamplingReport(BaseModel):
 
 
 @lru_cache(maxsize=None)
-def parser_for(grammar: str) -> Parser:
+def language_for(grammar: str) -> Language:
     if grammar == "python":
         import tree_sitter_python as mod
-        lang = mod.language()
-    elif grammar == "javascript":
+        return Language(mod.language())
+    if grammar == "javascript":
         import tree_sitter_javascript as mod
-        lang = mod.language()
-    elif grammar in ("typescript", "tsx"):
+        return Language(mod.language())
+    if grammar in ("typescript", "tsx"):
         import tree_sitter_typescript as mod
-        lang = mod.language_typescript() if grammar == "typescript" else mod.language_tsx()
-    elif grammar == "go":
+        return Language(mod.language_typescript() if grammar == "typescript" else mod.language_tsx())
+    if grammar == "go":
         import tree_sitter_go as mod
-        lang = mod.language()
-    elif grammar == "rust":
+        return Language(mod.language())
+    if grammar == "rust":
         import tree_sitter_rust as mod
-        lang = mod.language()
-    elif grammar == "java":
+        return Language(mod.language())
+    if grammar == "java":
         import tree_sitter_java as mod
-        lang = mod.language()
-    else:
-        raise ValueError(f"no grammar for {grammar!r}")
-    return Parser(Language(lang))
+        return Language(mod.language())
+    raise ValueError(f"no grammar for {grammar!r}")
+
+
+@lru_cache(maxsize=None)
+def parser_for(grammar: str) -> Parser:
+    return Parser(language_for(grammar))
+
+
+@lru_cache(maxsize=None)
+def function_query(grammar: str) -> Query:
+    """Finds function nodes in C; only their ancestors are walked in Python (a full walk was ~1M nodes on hugo)."""
+    lang = language_for(grammar)
+    patterns = [f"({kind}) @fn" for kind in sorted(FUNCTION_NODES[grammar]) if lang.id_for_node_kind(kind, True)]
+    if grammar in JS_LIKE:
+        values = " ".join(f"({v})" for v in sorted(ARROW_VALUES) if lang.id_for_node_kind(v, True))
+        patterns.append(f"(variable_declarator value: [{values}]) @fn")
+    return Query(lang, "\n".join(patterns))
 
 
 def path_skip_reason(path: str) -> str | None:
@@ -147,25 +162,39 @@ def arrow_name(node: Node) -> str | None:
     return None
 
 
+def own_name(node: Node, grammar: str) -> str | None:
+    """The name a node adds to a qualified name, if it is a function or a scope."""
+    if node.type in FUNCTION_NODES[grammar]:
+        name = node_name(node)
+        if name and grammar == "go" and node.type == "method_declaration":
+            receiver = go_receiver(node)
+            return f"{receiver}.{name}" if receiver else name
+        return name
+    if grammar in JS_LIKE and node.type == "variable_declarator":
+        return arrow_name(node)
+    if node.type in SCOPE_NODES[grammar]:
+        return scope_name(node, grammar)
+    return None
+
+
+def qualified_name(node: Node, grammar: str) -> str | None:
+    name = own_name(node, grammar)
+    if not name:
+        return None
+    parts = [name]
+    parent = node.parent
+    while parent is not None:
+        if (outer := own_name(parent, grammar)) is not None:
+            parts.append(outer)
+        parent = parent.parent
+    return ".".join(reversed(parts))
+
+
 def walk_functions(root: Node, grammar: str) -> Iterator[tuple[str, Node]]:
-    functions, scopes = FUNCTION_NODES[grammar], SCOPE_NODES[grammar]
-    stack: list[tuple[Node, tuple[str, ...]]] = [(root, ())]
-    while stack:
-        node, prefix = stack.pop()
-        name, is_function = None, False
-        if node.type in functions:
-            name, is_function = node_name(node), True
-            if grammar == "go" and node.type == "method_declaration" and name:
-                receiver = go_receiver(node)
-                prefix = (*prefix, receiver) if receiver else prefix
-        elif grammar in ("javascript", "typescript", "tsx") and (name := arrow_name(node)):
-            is_function = True
-        elif node.type in scopes:
-            name = scope_name(node, grammar)
-        if is_function and name:
-            yield ".".join((*prefix, name)), node
-        child_prefix = (*prefix, name) if name else prefix
-        stack.extend((child, child_prefix) for child in reversed(node.children))
+    nodes = QueryCursor(function_query(grammar)).captures(root).get("fn", [])
+    for node in sorted(nodes, key=lambda n: n.start_byte):
+        if (name := qualified_name(node, grammar)) is not None:
+            yield name, node
 
 
 def functions_in_source(source: bytes, grammar: str, min_lines: int = 3) -> Iterator[tuple[str, int, int]]:
