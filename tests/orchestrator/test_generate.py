@@ -95,6 +95,10 @@ def test_the_whole_pipeline_with_a_self_check_retry(tmp_path):
         assert again.returncode == 0, again.stderr[-2000:]
         assert len(server.requests) - before <= 2  # only the /models health probes
         assert read_samples(out) == rows
+        # another seed on the same --out would mix two generations: refused before anything runs
+        other = nightowl(*generate_args(repo, server.base_url, out, 4, "--seed", "4"))
+        assert other.returncode == 2 and "--seed 3" in other.stderr and "Traceback" not in other.stderr
+        assert read_samples(out) == rows
     assert git(repo, "branch", "--list") == branches_before  # generation never adds branches to the user's repo
 
 
