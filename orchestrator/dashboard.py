@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Group
@@ -54,3 +55,24 @@ class Dashboard:
             parts.append(Text("samples: " + "  ".join(f"{k} {v}" for k, v in stages["stages"].items())
                               + f"  recall mean {stages['recall_mean']}", "dim"))
         return Group(*parts, table)
+
+
+class LiveBoard:
+    """The dashboard while a shift runs on a terminal; otherwise one intro line on the console."""
+    def __init__(self, console: Any, quiet: bool, intro: Callable[[Any], str]):
+        self.console, self.quiet, self.intro = console, quiet, intro
+        self.live: Any = None
+
+    def start(self, shift: Any) -> None:
+        if self.quiet or not self.console.is_terminal:
+            self.console.print(f"[dim]{self.intro(shift)}[/]", highlight=False)
+            return
+        from rich.live import Live
+        board = Dashboard()
+        self.live = Live(get_renderable=lambda: board.render(shift.snapshot()), console=self.console,
+                         refresh_per_second=2, transient=False)
+        self.live.start()
+
+    def end(self, shift: Any) -> None:
+        if self.live is not None:
+            self.live.stop()

@@ -11,8 +11,7 @@ import typer
 from rich.console import Console
 
 from orchestrator.errors import UsageError
-
-EXIT_STOPPED = 3
+from orchestrator.shift_cli import EXIT_STOPPED, check_sandbox, parse_deadline
 
 
 def parse_commits(text: str | None) -> list[str]:
@@ -108,33 +107,29 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         until: Optional[str] = typer.Option(None, "--until", help="Stop at HH:MM (resumable)."),
         hours: Optional[float] = typer.Option(None, "--hours", help="Stop after H hours (resumable)."),
         token_budget: Optional[int] = typer.Option(None, "--token-budget", min=1, help="Stop once this many tokens are used."),
-        sandbox: str = typer.Option("auto", "--sandbox", help="auto/bwrap/docker (isolating) or local (no isolation)."),
+        sandbox: str = typer.Option("auto", "--sandbox", help="auto or bwrap (bubblewrap isolation)."),
         as_json: bool = typer.Option(False, "--json", help="No dashboard; print one JSON object at the end."),
     ) -> None:
         """Soft-verified training data from REPO: T1 change, self-check, synthetic PR, T2 re-implementation, recall."""
         from orchestrator.generate import GenerateSettings, Generation, check_resume
         from orchestrator.samples import stage_counts
-        from orchestrator.shift import RoleEndpoints, Shift, ShiftOptions, parse_until
+        from orchestrator.dashboard import LiveBoard
+        from orchestrator.shift import RoleEndpoints, Shift, ShiftOptions
         from orchestrator.store import DB_NAME, Store
         from sandbox.git import repo_toplevel
         from training.demonstrations import demonstration_pool
         from training.functions import plan_samples
         from training.gitblobs import resolve
 
-        if until and hours:
-            raise UsageError("give --until or --hours, not both")
-        if hours is not None and hours <= 0:
-            raise UsageError("--hours must be positive")
+        check_sandbox(sandbox)
         if tool_choice not in ("auto", "required"):
             raise UsageError(f"--tool-choice must be auto or required, not {tool_choice!r}")
-        if sandbox not in ("auto", "bwrap", "docker", "local"):
-            raise UsageError(f"--sandbox must be auto, bwrap, docker or local, not {sandbox!r}")
         if bool(student_base_url) != bool(student_model):
             raise UsageError("give --student-base-url and --student-model together (or neither: T2 uses the teacher)")
         if demos is not None and not demos.is_file():
             raise UsageError(f"--demos {demos} is not a file")
         body = parse_extra_body(extra_body)
-        deadline = parse_until(until) if until else (time.time() + hours * 3600 if hours else None)
+        deadline = parse_deadline(until, hours)
         top = repo_toplevel(repo.expanduser().resolve())
         commits_arg = parse_commits(commits)
         resolved = None
@@ -166,25 +161,9 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         generation = Generation(plan.functions, pool, GenerateSettings(seed=seed, max_steps=max_steps),
                                 binding={"seed": seed, "commits_arg": commits_arg, "commits": resolved})
         runner = Shift(options, stages=generation)
-        live = None
-
-        def start(s: Shift) -> None:
-            nonlocal live
-            if as_json or not console.is_terminal:
-                console.print(f"[dim]generating {len(plan.functions)} samples with {workers} workers; events in "
-                              f"{s.out / 'events.jsonl'}[/]", highlight=False)
-                return
-            from rich.live import Live
-            from orchestrator.dashboard import Dashboard
-            board = Dashboard()
-            live = Live(get_renderable=lambda: board.render(s.snapshot()), console=console, refresh_per_second=2)
-            live.start()
-
-        def end(s: Shift) -> None:
-            if live is not None:
-                live.stop()
-
-        report = runner.run(install_signals=True, on_start=start, on_end=end)
+        board = LiveBoard(console, as_json, lambda s: f"generating {len(plan.functions)} samples with {workers} "
+                                                      f"workers; events in {s.out / 'events.jsonl'}")
+        report = runner.run(install_signals=True, on_start=board.start, on_end=board.end)
         store = Store(out_dir, readonly=True)
         try:
             stages = stage_counts(store) or {}

@@ -25,6 +25,23 @@ EXIT_STOPPED = 3
 """The shift stopped before every task finished (deadline, budget, signal): re-run to resume."""
 
 
+def check_sandbox(sandbox: str) -> None:
+    if sandbox not in ("auto", "bwrap"):
+        raise UsageError(f"--sandbox must be auto or bwrap, not {sandbox!r} (nightowl never runs agents unisolated "
+                         "in the background)")
+
+
+def parse_deadline(until: str | None, hours: float | None) -> float | None:
+    """--until HH:MM or --hours H as a Unix time (None: no deadline)."""
+    from orchestrator.shift import parse_until
+
+    if until and hours:
+        raise UsageError("give --until or --hours, not both")
+    if hours is not None and hours <= 0:
+        raise UsageError("--hours must be positive")
+    return parse_until(until) if until else (time.time() + hours * 3600 if hours else None)
+
+
 def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
     console = Console(stderr=True)
     out = Console()
@@ -69,8 +86,9 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
 
         Without --base-url, one vLLM server is started for --model for the length of the shift; the serving
         flags and any arguments after -- are for it."""
+        from orchestrator.dashboard import LiveBoard
         from orchestrator.serving import VLLMServer
-        from orchestrator.shift import Shift, ShiftOptions, file_source, parse_until
+        from orchestrator.shift import Shift, ShiftOptions, file_source
 
         flags = {k: v for k, v in locals().items() if k in SERVING_FLAGS}
 
@@ -96,9 +114,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         refuse_with_base_url(s.model.base_url, ctx.args, **flags)
         if sh.executor == "ray" and (missing := missing_from_extra("ray")):
             raise UsageError(f"--executor ray needs {', '.join(missing)}: pip install -e '.[ray]'")
-        if sh.until and sh.hours:
-            raise UsageError("give --until or --hours, not both")
-        deadline = parse_until(sh.until) if sh.until else (time.time() + sh.hours * 3600 if sh.hours else None)
+        deadline = parse_deadline(sh.until, sh.hours)
         source = file_source(sh.tasks)  # type: ignore[arg-type]
         kind = sandbox_kind(s, dangerously_no_sandbox, console)
         ensure_isolation(kind, s.sandbox.policy())  # type: ignore[arg-type]
@@ -122,26 +138,9 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
                                policy=s.sandbox.policy())
         workers = sh.workers
         runner = Shift(options, sources=[source])
-        live = None
-
-        def start(s: Shift) -> None:
-            nonlocal live
-            if as_json or not console.is_terminal:
-                console.print(f"[dim]shift on {s.repo}: {s.store.counts()['tasks']} tasks, {workers} workers; "
-                              f"events in {s.out / 'events.jsonl'}[/]", highlight=False)
-                return
-            from rich.live import Live
-            from orchestrator.dashboard import Dashboard
-            board = Dashboard()
-            live = Live(get_renderable=lambda: board.render(s.snapshot()), console=console, refresh_per_second=2,
-                        transient=False)
-            live.start()
-
-        def end(s: Shift) -> None:
-            if live is not None:
-                live.stop()
-
-        report = runner.run(install_signals=True, on_start=start, on_end=end)
+        board = LiveBoard(console, as_json, lambda s: f"shift on {s.repo}: {s.store.counts()['tasks']} tasks, "
+                                                      f"{workers} workers; events in {s.out / 'events.jsonl'}")
+        report = runner.run(install_signals=True, on_start=board.start, on_end=board.end)
         if as_json:
             out.print_json(json.dumps({"complete": report.complete, "stopped": report.stopped, **report.counts,
                                        "summary": str(report.summary_path), "events": str(report.events_path)}))

@@ -7,7 +7,6 @@ takes T1, self-check and PR from the scripted teacher and T2 from vLLM (the stud
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
