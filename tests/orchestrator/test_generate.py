@@ -254,3 +254,21 @@ def test_an_empty_t1_retries_and_duplicate_patches_are_dropped(tmp_path):
     assert len(rows) == 1 and rows[0]["t1_try"] == 1 and "+// same" in rows[0]["t1_patch"]
     st = status(out)["generate"]
     assert st["stages"]["done"] == 1 and st["dropped"] == {"duplicate": 2}
+
+
+def test_several_snapshots(tmp_path):
+    repo = make_polyglot_repo(tmp_path / "repo")
+    first = git(repo, "rev-parse", "HEAD").strip()
+    (repo / "extra.py").write_text("def added_later(x):\n    y = x + 1\n    return y\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "second snapshot")
+    second = git(repo, "rev-parse", "HEAD").strip()
+    with ScriptedServer(teacher) as server:
+        out = tmp_path / "gen"
+        result = nightowl(*generate_args(repo, server.base_url, out, 4, "--workers", "2", "--commits", "HEAD~1,HEAD"))
+        assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_samples(out)
+    assert sorted(r["commit"] for r in rows) == sorted([first, second] * 2)
+    for row in rows:  # each rollout started from its sample's snapshot
+        for key in ("t1_run_dir", "t2_run_dir"):
+            assert json.loads((Path(row[key]) / "trajectory.json").read_text())["base_commit"] == row["commit"]
