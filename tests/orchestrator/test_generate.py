@@ -272,3 +272,23 @@ def test_several_snapshots(tmp_path):
     for row in rows:  # each rollout started from its sample's snapshot
         for key in ("t1_run_dir", "t2_run_dir"):
             assert json.loads((Path(row[key]) / "trajectory.json").read_text())["base_commit"] == row["commit"]
+
+
+def test_a_schema_1_store_migrates_in_place(tmp_path):
+    import sqlite3
+
+    from orchestrator.store import DB_NAME, MIGRATIONS, SCHEMA_VERSION, Store
+
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    db.executescript(MIGRATIONS[0] + "; CREATE TABLE schema_version (version INTEGER NOT NULL);"
+                     "INSERT INTO schema_version VALUES (1);"
+                     "INSERT INTO tasks (id, seq, task, commit_ish, source, updated_at) VALUES ('t-1', 1, 'x', 'HEAD', 'f', 0);")
+    db.close()
+    store = Store(tmp_path)
+    try:
+        assert store.db.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 2
+        task = store.task("t-1")
+        assert (task.kind, task.role, task.priority, task.sample_id, task.state) == ("agent", "default", 0, None, "queued")
+        assert store.claim_next("http://x/v1", tmp_path / "runs") is not None  # an old shift resumes as before
+    finally:
+        store.close()
