@@ -34,6 +34,11 @@ def create_workspace(repo: Path, commit: str, path: Path) -> Workspace:
     path.parent.mkdir(parents=True, exist_ok=True)
     git(path.parent, "clone", "--quiet", "--shared", "--no-checkout", str(repo), str(path))
     git(path, "checkout", "--quiet", "--detach", base)
+    # A partial or damaged clone can lack some blobs: checkout leaves those files out. Marking them
+    # skip-worktree keeps them out of the diff (which could not read them) instead of failing every run.
+    missing = git(path, "ls-files", "--deleted", "-z").split("\0")
+    if any(missing):
+        git(path, "update-index", "--skip-worktree", "--", *[m for m in missing if m], check=False)
     # The clone's remote points at the user's repo; drop it so nothing inside can push or fetch there.
     git(path, "remote", "remove", "origin", check=False)
     return Workspace(repo=repo, path=path, base_commit=base)

@@ -292,3 +292,24 @@ def test_a_schema_1_store_migrates_in_place(tmp_path):
         assert store.claim_next("http://x/v1", tmp_path / "runs") is not None  # an old shift resumes as before
     finally:
         store.close()
+
+
+def test_a_clone_with_a_missing_blob_still_generates(tmp_path):
+    repo = make_polyglot_repo(tmp_path / "repo")
+    (repo / "assets").mkdir()
+    (repo / "assets" / "big.bin").write_bytes(bytes(range(256)) * 64)
+    (repo / "assets" / "missing.py").write_text("def gone(x):\n    y = x\n    return y\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "assets")
+    for path in ("assets/big.bin", "assets/missing.py"):  # as in a partial or damaged clone
+        sha = git(repo, "rev-parse", f"HEAD:{path}").strip()
+        (repo / ".git" / "objects" / sha[:2] / sha[2:]).unlink()
+    listed = json.loads(nightowl("functions", str(repo), "--json").stdout)
+    assert listed["skipped"]["missing_blob"] == 1 and "gone" not in {f["function"] for f in listed["functions"]}
+    with ScriptedServer(teacher) as server:
+        out = tmp_path / "gen"
+        result = nightowl(*generate_args(repo, server.base_url, out, 2, "--workers", "2"))
+        assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_samples(out)
+    assert len(rows) == 2 and all(r["recall"] == 1.0 for r in rows)
+    assert not any("big.bin" in r["t1_patch"] or "missing.py" in r["t1_patch"] for r in rows)
