@@ -23,6 +23,7 @@ GENERIC: tuple[str, ...] = (
     "the columns to be present even when empty.",
 )
 MIN_CHARS, MAX_CHARS = 40, 2_000
+SEPARATOR = re.compile(r"^---[ \t]*$", re.MULTILINE)
 TRAILER = re.compile(r"^[A-Za-z][A-Za-z-]*-by: ")
 
 
@@ -55,7 +56,7 @@ def from_file(path: Path) -> list[str]:
         raw = path.read_text(encoding="utf-8", errors="replace")
     except OSError as e:
         raise ValueError(f"cannot read demonstrations file {path}: {e.strerror}") from None
-    entries = [e.strip() for e in raw.replace("\r\n", "\n").split("\n---\n")]
+    entries = [e.strip() for e in SEPARATOR.split(raw.replace("\r\n", "\n"))]
     entries = [e for e in entries if e]
     if not entries:
         raise ValueError(f"demonstrations file {path} has no entries (separate issue texts with a line `---`)")
