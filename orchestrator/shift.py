@@ -27,7 +27,7 @@ from agent.run import RunRequest
 from agent.trajectory import ExitStatus, Trajectory, load_trajectory, write_text_atomic
 from orchestrator.branches import BranchConflict, ensure_branch
 from orchestrator.chat import chat_once
-from orchestrator.endpoints import Endpoint, EndpointPool, probe
+from orchestrator.endpoints import Endpoint, EndpointPool
 from orchestrator.errors import UsageError
 from orchestrator.events import EventLog
 from orchestrator.executors import Executor, make_executor
@@ -414,7 +414,7 @@ class Shift:
             if status == ExitStatus.submitted:
                 self.record_submitted(task, attempt, traj, state)
             elif status == ExitStatus.model_error:
-                if self.opt.request_errors_count and probe(endpoint.url, pool.model) is None:
+                if self.opt.request_errors_count and pool.probe(endpoint) is None:
                     # The server is up and answers others: this request fails, so it costs the attempt.
                     self.finish(state, status.value, traj.exit_message, counts=True)
                     return
@@ -444,7 +444,7 @@ class Shift:
         try:
             answer, tokens = chat_once(config, json.loads(state.task.task))
         except (ModelUnavailable, ModelCallFailed) as e:
-            if self.opt.request_errors_count and probe(state.endpoint.url, state.pool.model) is None:
+            if self.opt.request_errors_count and state.pool.probe(state.endpoint) is None:
                 self.finish(state, ExitStatus.model_error.value, str(e), counts=True)
                 return
             state.pool.mark_failed(state.endpoint, str(e)[:200])
