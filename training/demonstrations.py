@@ -7,6 +7,8 @@ from pathlib import Path
 
 import git
 
+from sandbox.errors import UserError
+
 GENERIC: tuple[str, ...] = (
     "Calling `load_config()` with a path that does not exist raises a bare KeyError instead of saying which "
     "file is missing.\n\nSteps: point the loader at a missing file and call it. Expected: an error naming the "
@@ -55,11 +57,11 @@ def from_file(path: Path) -> list[str]:
     try:
         raw = path.read_text(encoding="utf-8", errors="replace")
     except OSError as e:
-        raise ValueError(f"cannot read demonstrations file {path}: {e.strerror}") from None
+        raise UserError(f"cannot read demonstrations file {path}: {e.strerror}") from None
     entries = [e.strip() for e in SEPARATOR.split(raw.replace("\r\n", "\n"))]
     entries = [e for e in entries if e]
     if not entries:
-        raise ValueError(f"demonstrations file {path} has no entries (separate issue texts with a line `---`)")
+        raise UserError(f"demonstrations file {path} has no entries (separate issue texts with a line `---`)")
     return entries
 
 

@@ -5,9 +5,11 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from sandbox.errors import UserError
 
-class GitReadError(ValueError):
-    pass
+
+class GitReadError(UserError, ValueError):
+    """The repository or commit cannot be read (the user names another)."""
 
 
 def git_out(repo: Path, *args: str) -> bytes:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from sandbox.errors import UserError
 from tests.polyglot import git, make_polyglot_repo
 from training.categories import CATEGORIES, pick_category
 from training.demonstrations import GENERIC, demonstration_pool, from_file, pick_demonstration
@@ -55,5 +56,5 @@ def test_demonstrations_from_history_file_or_generic(tmp_path):
     assert demonstration_pool(repo, demo) == (["First issue\ntext", "Second issue"], f"file:{demo}")
     assert pick_demonstration(pool, "s1", 0) == pick_demonstration(pool, "s1", 0)
     (tmp_path / "empty.txt").write_text("---\n")
-    with pytest.raises(ValueError, match="no entries"):
+    with pytest.raises(UserError, match="no entries"):
         from_file(tmp_path / "empty.txt")
