@@ -130,7 +130,18 @@ def test_kill_9_during_generation_then_resume(tmp_path):
     repo = make_polyglot_repo(tmp_path / "repo")
 
     def slow(request: dict[str, Any]) -> dict[str, Any]:
-        return {**teacher(request), "sleep": 0.15}
+        return {**teacher(request), "sleep": 0.3}
+
+    def running_now(out: Path) -> int:
+        import sqlite3
+        try:
+            db = sqlite3.connect(f"file:{out / 'shift.sqlite'}?mode=ro", uri=True, timeout=5)
+            try:
+                return db.execute("SELECT COUNT(*) FROM attempts WHERE state='running'").fetchone()[0]
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return 0
 
     with ScriptedServer(slow) as server:
         out = tmp_path / "gen"
@@ -141,14 +152,14 @@ def test_kill_9_during_generation_then_resume(tmp_path):
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             done = len((out / "samples.jsonl").read_text().splitlines()) if (out / "samples.jsonl").exists() else 0
-            if done >= 2 and any(s.get("running") for s in [status(out)]):
+            if done >= 1 and running_now(out) >= 1:  # some samples written, stages in flight: kill now
                 break
             assert proc.poll() is None, "generation ended before it could be killed"
-            time.sleep(0.2)
+            time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         killed_at = read_samples(out)
-        assert 2 <= len(killed_at) < 6
+        assert 1 <= len(killed_at) < 6
         assert status(out)["states"]["running"] >= 1  # stages were in flight when it died
         with open(out / "samples.jsonl", "a") as f:  # and a torn half line, as a crash mid-write leaves
             f.write('{"id": "s000')
