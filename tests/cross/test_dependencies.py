@@ -81,11 +81,15 @@ def installed() -> dict[str, list[str]]:
 def distributions_of(module: str) -> set[str]:
     return {canonical(d) for d in installed().get(module, [])}
 
+FIXTURE_REPOS = ("tests/training/data/",)
+"""Source files of the repositories tests build (the code nightowl samples), not nightowl's own code."""
+
 
 def problems(root: Path, groups: dict[str, set[str]]) -> list[str]:
     found = []
     all_extras = set().union(*(names for extra, names in groups.items() if extra != "core"))
-    files = [p for package in (*PRODUCT, "tests", "bench") for p in sorted((root / package).rglob("*.py"))]
+    files = [p for package in (*PRODUCT, "tests", "bench") for p in sorted((root / package).rglob("*.py"))
+             if not p.relative_to(root).as_posix().startswith(FIXTURE_REPOS)]
     for path in files:
         rel = path.relative_to(root).as_posix()
         owner = next((extra for prefix, extra in EXTRA_CODE.items() if rel.startswith(prefix)), None)
