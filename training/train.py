@@ -285,4 +285,14 @@ def train(opt: TrainOptions, log: Any = print) -> dict[str, Any]:
             report["tokens_per_second"] = None
         (opt.out / REPORT).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
         shutil.rmtree(opt.out / CHECKPOINTS, ignore_errors=True)
+    leave_process_group()
     return report
+
+
+def leave_process_group() -> None:
+    """Under torchrun, a rank that exits with its process group alive aborts in C++ teardown (SIGABRT) while
+    rank 0 is still saving; every rank leaves the group itself (local for gloo and NCCL) before returning."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
