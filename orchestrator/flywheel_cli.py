@@ -17,7 +17,6 @@ EXIT_STOPPED = 3
 
 def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
     console = Console(stderr=True)
-    out = Console()
 
     @app.command()
     @user_errors
@@ -89,7 +88,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
             until=until, deadline=deadline)
         done = Flywheel(options, log=lambda line: console.print(f"[dim]{line}[/]", highlight=False)).run()
         best = read_best(options.out, base_name)
-        out.print(json.dumps({"complete": done, "best": best.model_dump(), "rounds": str(options.out / "rounds.jsonl")}))
+        typer.echo(json.dumps({"complete": done, "best": best.model_dump(), "rounds": str(options.out / "rounds.jsonl")}))
         if best.adapter:
             console.print(f"best: {best.model} (round {best.round}); serve it with `nightowl serve --model {base} "
                           f"--adapter {best.model}={best.adapter}` and use --model {best.model}", highlight=False)
