@@ -66,7 +66,7 @@ def validate(options: EvalOptions) -> None:
     if options.metric not in METRICS:
         raise UsageError(f"--metric must be one of {', '.join(METRICS)}, not {options.metric!r}")
     for m in options.models:
-        problem = probe(m.base_url.rstrip("/"), m.name)
+        problem = probe(m.base_url.rstrip("/"), m.name, m.api_key_env)
         if problem is not None:
             raise UsageError(f"model {m.name!r} at {m.base_url}: {problem} (start the server, or fix --base-url/--model)")
 

@@ -109,12 +109,27 @@ def test_eval_equal_models_are_not_shown_apart(tmp_path: Path) -> None:
     assert c["diff"] == 0.0 and c["ci"][0] < 0 < c["ci"][1] and c["verdict"] == "not shown"
 
 
+def test_a_hosted_model_gets_its_own_url_and_key(tmp_path: Path, monkeypatch) -> None:
+    repo, tasks = make_bench(tmp_path)
+    monkeypatch.setenv("FRONTIER_KEY", "sk-test-123")
+    with ScriptedServer(solver(lambda n: n < 2), model="local") as local, \
+         ScriptedServer(solver(lambda n: True), model="frontier", api_key="sk-test-123") as hosted:
+        result = run_eval(tasks, tmp_path / "eval", [local, hosted], "--repo", str(repo), "--api-key-env",
+                          "NIGHTOWL_API_KEY", "--api-key-env", "FRONTIER_KEY", "--price", "frontier=3")
+        assert len(hosted.chat_requests()) >= 2 * N_TASKS  # every request carried the key (else 401)
+    local_m, hosted_m = result["models"]
+    assert local_m["submit_rate"] == 0.25 and hosted_m["submit_rate"] == 1.0 and hosted_m["cost_per_task"] > 0
+    assert result["comparison"]["verdict"] == "better"
+
+
 def test_eval_bad_input_is_one_line(tmp_path: Path) -> None:
     repo, tasks = make_bench(tmp_path)
     base = [sys.executable, "-m", "orchestrator.cli", "eval", "--tasks", str(tasks), "--out", str(tmp_path / "o"),
             "--repo", str(repo), "--sandbox", SANDBOX]
-    with ScriptedServer(solver(lambda n: True), model="m") as server:
+    with ScriptedServer(solver(lambda n: True), model="m") as server, \
+         ScriptedServer(solver(lambda n: True), model="h", api_key="secret") as hosted:
         cases = {
+            "answered 401": [*base, "--model", "h", "--base-url", hosted.base_url, "--api-key-env", "NO_SUCH_KEY_VAR"],
             "--price": [*base, "--model", "m", "--base-url", server.base_url, "--price", "other=1"],
             "once per --model": [*base, "--model", "m", "--model", "n", "--base-url", server.base_url,
                                  "--base-url", server.base_url, "--base-url", server.base_url],
