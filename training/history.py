@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 import git
 from pydantic import BaseModel
 
+from sandbox.errors import UserError
 from training.benchmark import TestCheck
 from training.demonstrations import without_trailers
 from training.functions import GENERATED_FILE, path_skip_reason
@@ -49,7 +50,7 @@ def parse_date(text: str, option: str) -> datetime:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{option} must be a date like 2024-05-01 or 2024-05-01T12:00:00+00:00, not {text!r}") from None
+        raise UserError(f"{option} must be a date like 2024-05-01 or 2024-05-01T12:00:00+00:00, not {text!r}") from None
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 

@@ -12,20 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from agent.trajectory import write_text_atomic
+from sandbox.errors import UserError
 
 RECORD = "nightowl-holdout.json"
 DEMONSTRATIONS = "demonstrations.json"
 """Written by `generate` beside samples.jsonl: where its demonstrations came from and the cut-off it honoured."""
 
 
-class HoldoutLeak(ValueError):
+class HoldoutLeak(UserError, ValueError):
     """Training data post-dates the benchmark's cut-off."""
 
 
 def git_dir(repo: Path) -> Path:
     out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--absolute-git-dir"], capture_output=True, text=True)
     if out.returncode != 0:
-        raise ValueError(f"{repo} is not a git repository")
+        raise UserError(f"{repo} is not a git repository")
     return Path(out.stdout.strip())
 
 
@@ -42,7 +43,7 @@ def record_holdout(repo: Path, since: datetime, tasks_file: Path) -> datetime:
 def holdout_since(repo: Path) -> datetime | None:
     try:
         path = git_dir(repo) / RECORD
-    except ValueError:
+    except UserError:
         return None
     if not path.is_file():
         return None
