@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 
 from orchestrator.errors import UsageError
+from orchestrator.shift_cli import EXIT_STOPPED
 
-EXIT_STOPPED = 3
 
 
 def named_values(pairs: list[str], option: str, models: list[str]) -> dict[str, float]:

@@ -21,9 +21,9 @@ from pydantic import BaseModel, Field
 from agent.trajectory import write_text_atomic
 from orchestrator.errors import UsageError
 from orchestrator.evaluate import read_json
+from orchestrator.shift_cli import EXIT_STOPPED
 
 STEPS = ("generate", "export", "train", "load", "eval", "decide")
-EXIT_STOPPED = 3
 
 
 class FlywheelOptions(BaseModel):

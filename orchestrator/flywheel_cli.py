@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 
 from orchestrator.errors import UsageError
+from orchestrator.shift_cli import EXIT_STOPPED
 
-EXIT_STOPPED = 3
 
 
 def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
