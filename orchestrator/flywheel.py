@@ -148,8 +148,10 @@ class Flywheel:
         assert best is not None
         teacher_url, teacher = (self.opt.student_url, best.model) if self.opt.student_as_teacher and best.adapter \
             else (self.opt.teacher_url, self.opt.teacher_model)
+        # Until a round is promoted there is no student worth imitating: the teacher does T2 as well.
+        student = ["--student-base-url", self.opt.student_url, "--student-model", best.model] if best.adapter else []
         args = ["generate", self.opt.repo, "--samples", self.opt.samples, "--base-url", teacher_url, "--model", teacher,
-                "--student-base-url", self.opt.student_url, "--student-model", best.model, "--out", rdir / "generate",
+                *student, "--out", rdir / "generate",
                 "--seed", n, "--workers", self.opt.workers, "--max-steps", self.opt.max_steps, "--max-tokens",
                 self.opt.max_tokens, "--sandbox", self.opt.sandbox, "--tool-choice", self.opt.tool_choice, "--json",
                 *(["--commits", self.opt.commits] if self.opt.commits else []), *self.until_args(),
