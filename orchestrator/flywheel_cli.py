@@ -31,6 +31,8 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         out_dir: Path = typer.Option(..., "--out", help="Flywheel directory; re-running the same command resumes."),
         student_base_url: Optional[str] = typer.Option(None, "--student-base-url", help="A vLLM server for --base with LoRA on "
                                                        "(`nightowl serve --model BASE --lora`); default: start one."),
+        student_model: Optional[str] = typer.Option(None, "--student-model", help="The base's served name on "
+                                                    "--student-base-url (default: --base as given)."),
         samples: int = typer.Option(20, "--samples", min=1, help="Generate samples per round."),
         commits: Optional[str] = typer.Option(None, "--commits", help="Snapshots to generate from (default: the newest "
                                               "commit before the benchmark's cut-off, else HEAD)."),
@@ -71,7 +73,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
                                  "give --commits or a later --since to bench-history")
             console.print(f"[dim]generating from {commits[:12]}, the newest commit before the cut-off "
                           f"{cutoff.isoformat()}[/]", highlight=False)
-        base_name = base
+        base_name = student_model or base
         if student_base_url is None:
             server = VLLMServer(server_config(base, [], lora=True, max_lora_rank=max_lora_rank, max_loras=2,
                                               max_model_len=max_model_len, log_path=out_dir / "vllm.log"))
