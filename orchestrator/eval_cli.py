@@ -142,18 +142,11 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
             raise typer.Exit(EXIT_STOPPED)
 
 
-def fmt(x: float | None, digits: int = 2) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
-
-
 def print_table(out: Console, result: dict[str, Any]) -> None:
-    out.print("| model | tasks | tool-call validity | submit rate | mean recall | resolve rate | mean steps "
-              "| mean tokens | cost/task |", highlight=False)
-    out.print("|---|---|---|---|---|---|---|---|---|")
-    for m in result["models"]:
-        out.print(f"| {m['model']} | {m['tasks']} | {fmt(m['tool_call_validity'])} | {fmt(m['submit_rate'])} "
-                  f"| {fmt(m['mean_recall'])} | {fmt(m['resolve_rate'])} | {fmt(m['mean_steps'], 1)} "
-                  f"| {m['mean_tokens']:.0f} | {fmt(m['cost_per_task'], 4)} |", highlight=False)
+    from training.metrics import metrics_table
+
+    for line in metrics_table(result["models"]):
+        out.print(line, highlight=False)
     c = result["comparison"]
     if c:
         ci = f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]" if c["ci"] else "-"

@@ -212,19 +212,15 @@ class Flywheel:
 
 
 def report(n: int, line: dict[str, Any], models: list[dict[str, Any]], steps: dict[str, dict[str, Any]]) -> str:
-    def num(x: Any) -> str:
-        return "-" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
+    from training.metrics import fmt, metrics_table
 
+    diff = "-" if line["diff"] is None else f"{line['diff']:+.3f}"
     out = [f"# Flywheel round {n}", "",
            f"Candidate `{line['candidate']}` against `{line['against']}` on {line['metric']}: "
-           f"difference {num(line['diff'])}, 95% CI {line['ci']}, verdict **{line['verdict']}**; "
-           + ("promoted." if line["promoted"] else "not promoted."), "",
-           "| model | tasks | tool-call validity | submit rate | mean recall | resolve rate | mean tokens |",
-           "|---|---|---|---|---|---|---|"]
-    out += [f"| {m['model']} | {m['tasks']} | {num(m['tool_call_validity'])} | {num(m['submit_rate'])} "
-            f"| {num(m['mean_recall'])} | {num(m['resolve_rate'])} | {m['mean_tokens']:.0f} |" for m in models]
+           f"difference {diff}, 95% CI {line['ci']}, verdict **{line['verdict']}**; "
+           + ("promoted." if line["promoted"] else "not promoted."), "", *metrics_table(models)]
     gen, data = steps["generate"], steps["export"]
     out += ["", f"Generate: {json.dumps({k: v for k, v in gen.items() if k in ('stages', 'recall_mean')})}. "
             f"Export: {data.get('output', '')}", "",
-            "| step | seconds |", "|---|---|"] + [f"| {s} | {v} |" for s, v in line["seconds"].items()]
+            "| step | seconds |", "|---|---|"] + [f"| {s} | {fmt(v, 1)} |" for s, v in line["seconds"].items()]
     return "\n".join(out) + "\n"

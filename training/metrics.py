@@ -164,3 +164,18 @@ def compare(a_name: str, a: list[TaskOutcome], b_name: str, b: list[TaskOutcome]
     diff, (low, high) = paired_bootstrap([x for x, _ in pairs], [y for _, y in pairs], samples, seed)
     verdict = "better" if low > 0 else "worse" if high < 0 else "not shown"
     return Comparison(a=a_name, b=b_name, metric=metric, tasks=len(pairs), diff=diff, ci=[low, high], verdict=verdict)
+
+
+def fmt(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def metrics_table(models: list[dict[str, Any]]) -> list[str]:
+    """A markdown table of `ModelMetrics` dumps, one row per model."""
+    lines = ["| model | tasks | tool-call validity | submit rate | mean recall | resolve rate | mean steps "
+             "| mean tokens | cost/task |", "|---|---|---|---|---|---|---|---|---|"]
+    for m in models:
+        lines.append(f"| {m['model']} | {m['tasks']} | {fmt(m['tool_call_validity'])} | {fmt(m['submit_rate'])} "
+                     f"| {fmt(m['mean_recall'])} | {fmt(m['resolve_rate'])} | {fmt(m['mean_steps'], 1)} "
+                     f"| {m['mean_tokens']:.0f} | {fmt(m['cost_per_task'], 4)} |")
+    return lines
