@@ -146,10 +146,10 @@ def print_table(out: Console, result: dict[str, Any]) -> None:
     from training.metrics import metrics_table
 
     for line in metrics_table(result["models"]):
-        out.print(line, highlight=False)
+        out.print(line, highlight=False, soft_wrap=True)
     c = result["comparison"]
     if c:
         ci = f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]" if c["ci"] else "-"
         diff = f"{c['diff']:+.3f}" if c["diff"] is not None else "-"
         out.print(f"{c['b']} vs {c['a']} on {c['metric']} ({c['tasks']} paired tasks): {diff}, 95% CI {ci}: "
-                  f"{c['verdict']}", highlight=False)
+                  f"{c['verdict']}", highlight=False, soft_wrap=True)
