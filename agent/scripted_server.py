@@ -10,7 +10,9 @@ replies consumed in order, or a function of the request. A reply is a dict:
   {"reasoning": "...", ...}                                                           reasoning beside the reply
 Every request body is kept in `requests` for assertions. An exception in the script (or in the server
 itself) is answered with HTTP 500 naming it, kept in `errors`, and re-raised by `stop()` (so by the `with`
-block): a broken script fails its test instead of looking like a dropped connection.
+block): a broken script fails its test instead of looking like a dropped connection. Like vLLM with
+runtime LoRA updating, POST `/v1/load_lora_adapter` adds a served name (listed by /v1/models; a responder
+sees it as the request's `model`) and `/v1/unload_lora_adapter` removes it; `adapters` maps names to paths.
 """
 from __future__ import annotations
 
@@ -66,6 +68,7 @@ class ScriptedServer:
         self.refused = 0
         self.requests: list[dict[str, Any]] = []
         self.errors: list[str] = []
+        self.adapters: dict[str, str] = {}
         self._lock = threading.Lock()
         if callable(script):
             self._responder: Responder = script
@@ -141,7 +144,9 @@ class ScriptedServer:
                     self.send_json(200, {"object": "list", "data": [
                         {"id": server.model, "object": "model", "owned_by": "nightowl",
                          "max_model_len": server.max_model_len,
-                         **({"root": server.root} if server.root else {})}]})
+                         **({"root": server.root} if server.root else {})}] + [
+                        {"id": name, "object": "model", "owned_by": "nightowl", "root": path, "parent": server.model}
+                        for name, path in list(server.adapters.items())]})
                 elif self.path.rstrip("/") == "/health":
                     self.send_json(200, {})
                 else:
@@ -165,6 +170,9 @@ class ScriptedServer:
                 request = json.loads(self.rfile.read(length) or b"{}")
                 if not self.authorized():
                     return
+                if self.path.rstrip("/").endswith(("/load_lora_adapter", "/unload_lora_adapter")):
+                    self.adapter_update(request)
+                    return
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self.send_json(404, {"error": {"message": f"no route {self.path}"}})
                     return
@@ -182,5 +190,17 @@ class ScriptedServer:
                                                                "type": "server_error", "code": reply["status"]}})
                     return
                 self.send_json(200, completion_body(reply, request.get("model", server.model), request))
+
+            def adapter_update(self, request: dict[str, Any]) -> None:
+                name = str(request.get("lora_name", ""))
+                if self.path.rstrip("/").endswith("/load_lora_adapter"):
+                    if name in server.adapters:
+                        self.send_json(400, {"error": {"message": f"The lora adapter '{name}' has already been loaded."}})
+                        return
+                    server.adapters[name] = str(request.get("lora_path", ""))
+                elif server.adapters.pop(name, None) is None:
+                    self.send_json(404, {"error": {"message": f"The lora adapter '{name}' cannot be found."}})
+                    return
+                self.send_json(200, {})
 
         return Handler

@@ -23,6 +23,8 @@ from orchestrator.crash import report_bug
 from orchestrator.doctor_cli import missing_from_extra
 from orchestrator.doctor_cli import register as register_doctor_command
 from orchestrator.errors import NightowlError, UsageError
+from orchestrator.eval_cli import register as register_eval_commands
+from orchestrator.flywheel_cli import register as register_flywheel_command
 from orchestrator.generate_cli import register as register_generate_commands
 from orchestrator.serve_options import (PASSTHROUGH, SERVING_FLAGS, Adapters, DataParallel, Device, ExpertParallel,
                                         GpuMemory, Lora, MaxLoraRank, MaxLoras, MaxModelLen, ReasoningParser,
@@ -277,6 +279,8 @@ register_train_commands(app, user_errors)
 register_config_commands(app, user_errors)
 register_doctor_command(app, user_errors)
 register_generate_commands(app, user_errors)
+register_eval_commands(app, user_errors)
+register_flywheel_command(app, user_errors)
 
 
 def main() -> None:

@@ -117,7 +117,9 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         from orchestrator.shift import RoleEndpoints, Shift, ShiftOptions
         from orchestrator.store import DB_NAME, Store
         from sandbox.git import repo_toplevel
+        from agent.trajectory import write_text_atomic
         from training.demonstrations import demonstration_pool
+        from training.holdout import DEMONSTRATIONS, demonstrations_record, holdout_since
         from training.functions import plan_samples
         from training.gitblobs import resolve
 
@@ -145,7 +147,9 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         if not plan.functions:
             raise UsageError(f"no functions to sample in {top} at {', '.join(c[:12] for c in resolved)} "
                              "(see `nightowl functions REPO`)")
-        pool, pool_source = demonstration_pool(top, demos)
+        cutoff = holdout_since(top)
+        pool, pool_source = demonstration_pool(top, demos, before=cutoff)
+        write_text_atomic(out_dir / DEMONSTRATIONS, demonstrations_record(pool_source, cutoff))
         console.print(f"[dim]sampled {len(plan.functions)} of {plan.available} functions from {len(resolved)} "
                       f"snapshot(s) in {time.monotonic() - started:.2f} s; demonstrations: {len(pool)} from "
                       f"{pool_source}[/]", highlight=False)

@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestrator.errors import UsageError
+from training.benchmark import TestCheck
 
 TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -20,6 +21,13 @@ class TaskSpec(BaseModel):
     id: str | None = None
     max_steps: int | None = Field(default=None, gt=0)
     commit: str = "HEAD"
+    reference_patch: str | None = None
+    """Benchmark tasks (`bench-history`): the change that was made; `eval` measures recall against it."""
+    tests: TestCheck | None = None
+    source_commit: str | None = None
+    repo: str | None = None
+    committed_at: str | None = None
+    holdout_since: str | None = None
 
     @field_validator("task")
     @classmethod

@@ -27,6 +27,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         max_changed_lines: Optional[int] = typer.Option(None, "--max-changed-lines", help="Drop rows whose patch changes more lines."),
         min_fit_share: float = typer.Option(0.5, "--min-fit-share", help="Keep a cut trajectory only if the kept part holds this share of its tokens."),
         include_unsubmitted: bool = typer.Option(False, "--include-unsubmitted", help="Keep runs that did not submit."),
+        allow_holdout_leak: bool = typer.Option(False, "--allow-holdout-leak", help="Export even if data post-dates a bench-history cut-off."),
     ) -> None:
         """Turn shift and generate outputs into a training dataset (split by task, deterministic)."""
         from pydantic import ValidationError
@@ -36,7 +37,8 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         try:
             options = ExportOptions(sources=sources, out=out_dir, min_recall=min_recall, max_tokens=max_tokens,
                                     tokenizer=tokenizer, val_share=val_share, max_changed_lines=max_changed_lines,
-                                    min_fit_share=min_fit_share, submitted_only=not include_unsubmitted)
+                                    min_fit_share=min_fit_share, submitted_only=not include_unsubmitted,
+                                    allow_holdout_leak=allow_holdout_leak)
         except ValidationError as e:
             raise UsageError(one_line(e)) from None
         report = export(options)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import datetime
 from pathlib import Path
 
 import git
@@ -29,12 +30,16 @@ SEPARATOR = re.compile(r"^---[ \t]*$", re.MULTILINE)
 TRAILER = re.compile(r"^[A-Za-z][A-Za-z-]*-by: ")
 
 
-def from_history(repo: Path, limit: int = 500) -> list[str]:
-    """Commit messages with a body, and merge titles: how this project describes its own changes."""
+def from_history(repo: Path, limit: int = 500, before: datetime | None = None) -> list[str]:
+    """Commit messages with a body, and merge titles: how this project describes its own changes.
+
+    `before`: a benchmark's cut-off; later commits are held out and never imitated."""
     texts: list[str] = []
     try:
         handle = git.Repo(repo)
         for commit in handle.iter_commits(max_count=limit * 4):
+            if before is not None and commit.committed_datetime >= before:
+                continue
             message = commit.message if isinstance(commit.message, str) else commit.message.decode("utf-8", "replace")
             message = without_trailers(message)
             if MIN_CHARS <= len(message) <= MAX_CHARS and (len(commit.parents) > 1 or "\n" in message):
@@ -65,11 +70,11 @@ def from_file(path: Path) -> list[str]:
     return entries
 
 
-def demonstration_pool(repo: Path, user_file: Path | None) -> tuple[list[str], str]:
+def demonstration_pool(repo: Path, user_file: Path | None, before: datetime | None = None) -> tuple[list[str], str]:
     """The pool and where it came from."""
     if user_file is not None:
         return from_file(user_file), f"file:{user_file}"
-    history = from_history(repo)
+    history = from_history(repo, before=before)
     if len(history) >= 5:
         return history, "history"
     return list(GENERIC), "generic"

@@ -26,6 +26,7 @@ from sandbox.errors import UserError
 from agent.chat_template import template_uses_reasoning
 from training.render import fold_reasoning, render
 from training.scrub import Scrubber, env_secret_values
+from training.holdout import refuse_leaks
 from training.sources import Candidate, discover
 
 DATASET_FORMAT = "nightowl.dataset/1"
@@ -49,6 +50,8 @@ class ExportOptions(BaseModel):
     max_changed_lines: int | None = Field(default=None, gt=0)
     min_fit_share: float = Field(default=0.5, ge=0.0, le=1.0)
     """A cut trajectory is kept only if its kept part holds at least this share of its tokens."""
+    allow_holdout_leak: bool = False
+    """Export even when snapshots or demonstrations post-date a benchmark's cut-off (see training/holdout.py)."""
 
 
 class ExportReport(BaseModel):
@@ -288,6 +291,7 @@ def export(options: ExportOptions) -> ExportReport:
 
     started = time.perf_counter()
     candidates = validate(options)
+    refuse_leaks([c.trajectory for c in candidates], options.allow_holdout_leak)
     exporter = Exporter(options)
     rows = []
     for cand in candidates:

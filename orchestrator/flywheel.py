@@ -1,0 +1,226 @@
+"""`nightowl flywheel`: rounds of generate -> export -> train -> load -> eval -> promote only if better.
+
+Each step is one nightowl command run as a subprocess (each resumes itself when re-run with the same
+directory) and leaves DIR/round-N/<step>.json when it finished; a re-run after any kill skips finished steps
+and repeats the interrupted one. DIR/best.json names the model to beat (the base until a round is promoted);
+DIR/rounds.jsonl has one line per finished round; DIR/round-N/report.md says what happened.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agent.trajectory import write_text_atomic
+from orchestrator.errors import UsageError
+from orchestrator.evaluate import read_json
+from orchestrator.shift_cli import EXIT_STOPPED
+
+STEPS = ("generate", "export", "train", "load", "eval", "decide")
+
+
+class FlywheelOptions(BaseModel):
+    repo: Path
+    out: Path
+    rounds: int = Field(gt=0)
+    base: str
+    """The base model: a directory or hub id (trained on, and served)."""
+    base_name: str
+    """The base model's served name (what `model=` selects without an adapter)."""
+    student_url: str
+    """The vLLM server with LoRA enabled that serves the base and every round's adapter."""
+    teacher_url: str
+    teacher_model: str
+    tasks: Path
+    """The eval tasks (e.g. from `bench-history`)."""
+    samples: int = Field(default=20, gt=0)
+    commits: str | None = None
+    """Snapshots generate samples from (default: the newest commit before a recorded benchmark cut-off)."""
+    student_as_teacher: bool = False
+    metric: str = "recall"
+    workers: int = Field(default=2, gt=0)
+    max_steps: int = Field(default=30, gt=0)
+    max_tokens: int = Field(default=1024, gt=0)
+    sandbox: str = "auto"
+    tool_choice: str = "auto"
+    train_args: list[str] = Field(default_factory=list)
+    """Extra `nightowl train` options (e.g. --epochs 3 --lr 1e-3)."""
+    generate_args: list[str] = Field(default_factory=list)
+    until: str | None = None
+    deadline: float | None = None
+
+
+class Best(BaseModel):
+    model: str
+    """The served name: the base's, or a promoted round's adapter name."""
+    adapter: str | None = None
+    round: int = 0
+
+
+def nightowl(*args: object) -> list[str]:
+    return [sys.executable, "-m", "orchestrator.cli", *map(str, args)]
+
+
+def read_best(out: Path, base_name: str) -> Best:
+    data = read_json(out / "best.json")
+    return Best.model_validate(data) if data else Best(model=base_name)
+
+
+def adapter_name(out: Path, n: int) -> str:
+    """A new name every round (and every flywheel directory): a reused name can serve stale cache entries."""
+    return f"{out.name}-r{n}"
+
+
+class Flywheel:
+    def __init__(self, opt: FlywheelOptions, log: Callable[[str], None] = print,
+                 load: Callable[[str, str, Path], None] | None = None):
+        from orchestrator.serving import load_adapter
+        self.opt, self.log = opt, log
+        self.load = load or (lambda url, name, path: load_adapter(url, name, path))
+        self.out = opt.out
+
+    def run(self) -> bool:
+        """True when every round finished; False when stopped by the deadline (re-run to resume)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        best = read_best(self.out, self.opt.base_name)
+        if best.adapter:
+            self.reload(best)
+        for n in range(1, self.opt.rounds + 1):
+            if not self.round(n):
+                return False
+        return True
+
+    def reload(self, best: Best) -> None:
+        """After a restart the server may have lost its runtime adapters: load the best again (same name)."""
+        try:
+            self.load(self.opt.student_url, best.model, Path(best.adapter or ""))
+        except Exception as e:  # already loaded answers an error too; the eval finds out if it is really missing
+            self.log(f"reloading {best.model}: {e}")
+
+    def past_deadline(self) -> bool:
+        return self.opt.deadline is not None and time.time() >= self.opt.deadline
+
+    def round(self, n: int) -> bool:
+        rdir = self.out / f"round-{n}"
+        rdir.mkdir(exist_ok=True)
+        best = read_best(self.out, self.opt.base_name) if not (rdir / "decide.json").is_file() else None
+        for step in STEPS:
+            if (rdir / f"{step}.json").is_file():
+                continue
+            if self.past_deadline():
+                self.log(f"round {n}: deadline reached before {step}; re-run the same command to resume")
+                return False
+            started = time.monotonic()
+            self.log(f"round {n}: {step}")
+            result = getattr(self, f"step_{step}")(n, rdir, best)
+            if result is None:
+                return False
+            result["seconds"] = round(time.monotonic() - started, 1)
+            write_text_atomic(rdir / f"{step}.json", json.dumps(result, indent=1) + "\n")
+        self.finish_round(n, rdir)
+        return True
+
+    def command(self, rdir: Path, step: str, args: list[str]) -> dict[str, Any] | None:
+        """Runs a nightowl command; its output goes to round-N/<step>.log. None when it stopped early (exit 3)."""
+        with open(rdir / f"{step}.log", "ab") as log:
+            proc = subprocess.run(nightowl(*args), stdout=subprocess.PIPE, stderr=log)
+        if proc.returncode == EXIT_STOPPED:
+            return None
+        if proc.returncode != 0:
+            raise UsageError(f"{step} failed (exit {proc.returncode}); see {rdir / f'{step}.log'}, then re-run")
+        text = proc.stdout.decode(errors="replace").strip()
+        try:
+            return json.loads(text) if text.startswith("{") else {"output": text[-2000:]}
+        except ValueError:
+            return {"output": text[-2000:]}
+
+    def until_args(self) -> list[str]:
+        return ["--until", self.opt.until] if self.opt.until else []
+
+    def step_generate(self, n: int, rdir: Path, best: Best | None) -> dict[str, Any] | None:
+        assert best is not None
+        teacher_url, teacher = (self.opt.student_url, best.model) if self.opt.student_as_teacher and best.adapter \
+            else (self.opt.teacher_url, self.opt.teacher_model)
+        # Until a round is promoted there is no student worth imitating: the teacher does T2 as well.
+        student = ["--student-base-url", self.opt.student_url, "--student-model", best.model] if best.adapter else []
+        args = ["generate", self.opt.repo, "--samples", self.opt.samples, "--base-url", teacher_url, "--model", teacher,
+                *student, "--out", rdir / "generate",
+                "--seed", n, "--workers", self.opt.workers, "--max-steps", self.opt.max_steps, "--max-tokens",
+                self.opt.max_tokens, "--sandbox", self.opt.sandbox, "--tool-choice", self.opt.tool_choice, "--json",
+                *(["--commits", self.opt.commits] if self.opt.commits else []), *self.until_args(),
+                *self.opt.generate_args]
+        return self.command(rdir, "generate", args)
+
+    def step_export(self, n: int, rdir: Path, best: Best | None) -> dict[str, Any] | None:
+        """Every round's data so far (deterministic, quick): a partial dataset from a killed export is redone."""
+        shutil.rmtree(rdir / "dataset", ignore_errors=True)
+        sources = [self.out / f"round-{k}" / "generate" for k in range(1, n + 1)]
+        return self.command(rdir, "export", ["export", *[s for s in sources if (s / "samples.jsonl").is_file()],
+                                             "--out", rdir / "dataset", "--val-share", "0"])
+
+    def step_train(self, n: int, rdir: Path, best: Best | None) -> dict[str, Any] | None:
+        return self.command(rdir, "train", ["train", "--base", self.opt.base, "--data", rdir / "dataset", "--out",
+                                            rdir / "adapter", *self.opt.train_args])
+
+    def step_load(self, n: int, rdir: Path, best: Best | None) -> dict[str, Any]:
+        name = adapter_name(self.out, n)
+        self.load(self.opt.student_url, name, rdir / "adapter")
+        return {"name": name, "adapter": str((rdir / "adapter").resolve())}
+
+    def step_eval(self, n: int, rdir: Path, best: Best | None) -> dict[str, Any] | None:
+        assert best is not None
+        if best.adapter:
+            self.reload(best)
+        name = adapter_name(self.out, n)
+        return self.command(rdir, "eval", [
+            "eval", "--tasks", self.opt.tasks, "--repo", self.opt.repo, "--model", best.model, "--model", name,
+            "--base-url", self.opt.student_url, "--out", rdir / "eval", "--metric", self.opt.metric,
+            "--workers", self.opt.workers, "--max-steps", self.opt.max_steps, "--max-tokens", self.opt.max_tokens,
+            "--sandbox", self.opt.sandbox, "--tool-choice", self.opt.tool_choice, "--json", *self.until_args()])
+
+    def step_decide(self, n: int, rdir: Path, best: Best | None) -> dict[str, Any]:
+        assert best is not None
+        comparison = read_json(rdir / "eval.json")["comparison"]
+        promoted = comparison["verdict"] == "better"
+        if promoted:
+            load = read_json(rdir / "load.json")
+            write_text_atomic(self.out / "best.json",
+                              Best(model=load["name"], adapter=load["adapter"], round=n).model_dump_json() + "\n")
+        return {"against": best.model_dump(), "comparison": comparison, "promoted": promoted,
+                "best": read_best(self.out, self.opt.base_name).model_dump()}
+
+    def finish_round(self, n: int, rdir: Path) -> None:
+        steps = {s: read_json(rdir / f"{s}.json") for s in STEPS}
+        decision, models = steps["decide"], steps["eval"]["models"]
+        line = {"round": n, "candidate": steps["load"]["name"], "against": decision["against"]["model"],
+                "promoted": decision["promoted"], "verdict": decision["comparison"]["verdict"],
+                "metric": decision["comparison"]["metric"], "diff": decision["comparison"]["diff"],
+                "ci": decision["comparison"]["ci"], "best": decision["best"]["model"],
+                "seconds": {s: steps[s].get("seconds") for s in STEPS}}
+        write_text_atomic(rdir / "report.md", report(n, line, models, steps))
+        rounds = [json.loads(x) for x in (self.out / "rounds.jsonl").read_text().splitlines()] \
+            if (self.out / "rounds.jsonl").is_file() else []
+        rounds = [r for r in rounds if r["round"] != n] + [line]
+        write_text_atomic(self.out / "rounds.jsonl", "".join(json.dumps(r) + "\n" for r in rounds))
+
+
+def report(n: int, line: dict[str, Any], models: list[dict[str, Any]], steps: dict[str, dict[str, Any]]) -> str:
+    from training.metrics import fmt, metrics_table
+
+    diff = "-" if line["diff"] is None else f"{line['diff']:+.3f}"
+    out = [f"# Flywheel round {n}", "",
+           f"Candidate `{line['candidate']}` against `{line['against']}` on {line['metric']}: "
+           f"difference {diff}, 95% CI {line['ci']}, verdict **{line['verdict']}**; "
+           + ("promoted." if line["promoted"] else "not promoted."), "", *metrics_table(models)]
+    gen, data = steps["generate"], steps["export"]
+    out += ["", f"Generate: {json.dumps({k: v for k, v in gen.items() if k in ('stages', 'recall_mean')})}. "
+            f"Export: {data.get('output', '')}", "",
+            "| step | seconds |", "|---|---|"] + [f"| {s} | {fmt(v, 1)} |" for s, v in line["seconds"].items()]
+    return "\n".join(out) + "\n"
