@@ -1,7 +1,7 @@
-"""`nightowl report`: one self-contained HTML page for a shift, generation or training directory.
+"""`nightowl report`: one self-contained HTML page for a shift, generation, training, eval or flywheel directory.
 
 Each directory kind is one module with `detect(dir) -> bool` and `collect(dir, options) -> Section`; a
-directory gets a section for every kind it holds. A new kind (eval, flywheel) is one more entry in KINDS.
+directory gets a section for every kind it holds. A new kind is one more entry in KINDS.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from orchestrator.errors import UsageError
-from orchestrator.report import generate_kind, shift_kind, training_kind
+from orchestrator.report import eval_kind, flywheel_kind, generate_kind, shift_kind, training_kind
 from orchestrator.report.model import ReportOptions, Section
 from orchestrator.report.page import render_page
 
@@ -26,17 +26,20 @@ KINDS = [
     Kind("shift", "shift.sqlite", shift_kind.detect, shift_kind.collect),
     Kind("generate", "samples.jsonl", generate_kind.detect, generate_kind.collect),
     Kind("training", "training_report.json", training_kind.detect, training_kind.collect),
+    Kind("eval", "eval.json", eval_kind.detect, eval_kind.collect),
+    Kind("flywheel", "rounds.jsonl", flywheel_kind.detect, flywheel_kind.collect),
 ]
 
 
 def detect_kinds(directory: Path) -> list[Kind]:
     if not directory.is_dir():
-        raise UsageError(f"{directory} is not a directory (give a shift, generate or training output directory)")
+        raise UsageError(f"{directory} is not a directory (give a shift, generate, training, eval or flywheel "
+                         "output directory)")
     found = [k for k in KINDS if k.detect(directory)]
     if not found:
         markers = ", ".join(k.marker for k in KINDS)
-        raise UsageError(f"{directory} holds no report data (none of {markers}): give a shift, generate or training "
-                         "output directory")
+        raise UsageError(f"{directory} holds no report data (none of {markers}): give a shift, generate, "
+                         "training, eval or flywheel output directory")
     return found
 
 

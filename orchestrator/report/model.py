@@ -23,6 +23,13 @@ class View(BaseModel):
     """A patch to show when no trajectory holds it."""
 
 
+class Table(BaseModel):
+    """A small static table drawn on the server (e.g. an eval's per-model metrics), every cell escaped."""
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+
+
 class Section(BaseModel):
     kind: str
     title: str
@@ -36,6 +43,7 @@ class Section(BaseModel):
     texts: list[tuple[str, str]] = Field(default_factory=list)
     """Named plain-text documents shown folded (e.g. summary.md)."""
     notes: list[str] = Field(default_factory=list)
+    tables: list[Table] = Field(default_factory=list)
 
 
 class ReportOptions(BaseModel):

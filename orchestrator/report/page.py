@@ -36,6 +36,11 @@ def section_html(index: int, section: Section) -> str:
         parts.append('<dl class="summary">' + "".join(f"<div><dt>{esc(k)}</dt><dd>{esc(v)}</dd></div>"
                                                     for k, v in section.summary) + "</dl>")
     parts += [f'<p class="note">{esc(n)}</p>' for n in section.notes]
+    for table in section.tables:
+        parts.append(f'<table class="static"><caption>{esc(table.title)}</caption><thead><tr>'
+                     + "".join(f"<th>{esc(h)}</th>" for h in table.header) + "</tr></thead><tbody>"
+                     + "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in table.rows)
+                     + "</tbody></table>")
     if section.plots:
         parts.append('<div class="plots">' + "".join(section.plots) + "</div>")
     if section.columns:

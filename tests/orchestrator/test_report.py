@@ -14,6 +14,8 @@ from agent.model import ModelConfig
 from agent.run import RunRequest, run_task
 from agent.scripted_server import ScriptedServer
 from orchestrator.report import KINDS, build_report, detect_kinds
+from orchestrator.report.eval_kind import collect as collect_eval
+from orchestrator.report.flywheel_kind import collect as collect_flywheel
 from orchestrator.report.generate_kind import collect as collect_generate
 from orchestrator.report.model import ReportOptions
 from orchestrator.report.svg import bar_chart, line_chart, nice_ticks
@@ -110,7 +112,7 @@ def test_svg_labels_are_escaped_and_axes_cover_the_data() -> None:
 
 
 def test_a_directory_gets_one_section_per_kind_it_holds(tmp_path: Path) -> None:
-    assert [k.name for k in KINDS] == ["shift", "generate", "training"]
+    assert [k.name for k in KINDS] == ["shift", "generate", "training", "eval", "flywheel"]
     (tmp_path / "samples.jsonl").write_text("")
     (tmp_path / "training_report.json").write_text("{}")
     assert [k.name for k in detect_kinds(tmp_path)] == ["generate", "training"]
@@ -140,3 +142,146 @@ def test_report_command_bad_input_is_one_line(tmp_path: Path) -> None:
     result = nightowl(str(tmp_path / "gen"))
     assert result.returncode == 0 and "report written to" in result.stdout
     assert (tmp_path / "gen" / "report.html").read_text().startswith("<!doctype html>")
+
+
+# The eval and flywheel shapes below are the ones issue 10's code writes: orchestrator/evaluate.py `run_eval`
+# (eval.json: models = training.metrics.ModelMetrics dumps, comparison(s) = Comparison dumps, per_task =
+# TaskOutcome dumps by model) and orchestrator/flywheel.py `finish_round` (rounds.jsonl lines, round-N/report.md,
+# DIR/best.json = Best; train writes round-N/adapter/training_report.json; the eval runs into round-N/eval/).
+def model_metrics(model: str, recall: float, submit: float, cost: float | None = None) -> dict:
+    return {"model": model, "tasks": 2, "tool_call_validity": 0.75, "submit_rate": submit, "mean_recall": recall,
+            "recall_distribution": {"0-0.25": 1, "0.25-0.5": 0, "0.5-0.75": 0, "0.75-1": 0, "1": 1},
+            "resolve_rate": None, "resolve_tasks": 0, "mean_steps": 2.0, "mean_tokens": 1234.0, "mean_wall_s": 1.5,
+            "cost_per_task": cost, "cost_basis": None if cost is None else "2 USD per million tokens",
+            "exit_status": {"submitted": 2}}
+
+
+def outcome(task_id: str, recall: float | None, submitted: bool = True, resolved: bool | None = None) -> dict:
+    return {"task_id": task_id, "exit_status": "submitted" if submitted else "max_steps", "submitted": submitted,
+            "steps": 2, "valid_steps": 2, "tokens": 600, "wall_s": 0.8, "recall": recall, "resolved": resolved}
+
+
+def comparison(a: str, b: str, diff: float, ci: list[float], verdict: str) -> dict:
+    return {"a": a, "b": b, "metric": "recall", "tasks": 2, "diff": diff, "ci": ci, "verdict": verdict}
+
+
+def eval_object(a: str, b: str, verdict: str = "better") -> dict:
+    c = comparison(a, b, 0.5, [0.25, 0.75], verdict)
+    return {"tasks_file": "tasks.jsonl", "repo": "/r", "complete": True, "metric": "recall",
+            "models": [model_metrics(a, 0.25, 0.5), model_metrics(b, 0.75, 1.0, cost=0.0025)],
+            "comparison": c, "comparisons": [c],
+            "per_task": {a: [outcome("t-000", 0.5), outcome("t-001", 0.0, submitted=False)],
+                         b: [outcome("t-000", 1.0, resolved=True), outcome("t-001", 0.5, resolved=False)]}}
+
+
+@pytest.fixture(scope="module")
+def model_shift(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real two-task shift (scripted model over HTTP, real sandbox), as `nightowl eval` keeps one per model."""
+    from orchestrator.shift import Shift, ShiftOptions, file_source
+    from tests.orchestrator.helpers import agent_reply, write_tasks
+    root = tmp_path_factory.mktemp("eval-shift")
+    repo = make_repo(root / "repo")
+    with ScriptedServer(agent_reply) as server:
+        report = Shift(ShiftOptions(repo=repo, out=root / "shift", model=HOSTILE, base_urls=[server.base_url], workers=2,
+                                    sandbox=SANDBOX, max_attempts=1, create_branches=False),
+                       sources=[file_source(write_tasks(root / "tasks.jsonl", 2))]).run()
+    assert report.complete
+    return root / "shift"
+
+
+def test_eval_directory_metrics_comparison_plots_and_task_rows(model_shift: Path, tmp_path: Path) -> None:
+    (tmp_path / "eval.json").write_text(json.dumps(eval_object("base", HOSTILE)))
+    shutil.copytree(model_shift, tmp_path / "models" / "hostile-1234abcd")
+    assert [k.name for k in detect_kinds(tmp_path)] == ["eval"]
+    section = collect_eval(tmp_path, ReportOptions())
+    metrics, compared = section.tables
+    assert metrics.header[:4] == ["model", "tasks", "tool-call validity", "submit rate"]
+    assert metrics.rows[0][:6] == ["base", "2", "0.750", "0.500", "0.250", "-"]
+    assert metrics.rows[1][0] == HOSTILE and metrics.rows[1][-2:] == ["0.0025", "2 USD per million tokens"]
+    assert compared.rows == [["base", HOSTILE, "recall", "2", "0.500", "[0.250, 0.750]", "better"]]
+    assert dict(section.summary)["comparison"] == f"{HOSTILE} vs base on recall: +0.500, 95% CI [0.250, 0.750] over 2 " \
+                                                 "tasks: better"
+    titles = [p.split('aria-label="')[1].split('"')[0] for p in section.plots]
+    # resolve rate is null for every model: no plot for it; cost only for the priced model
+    assert titles[:5] == ["tool call validity", "submit rate", "mean recall", "mean tokens", "cost per task"]
+    assert len(titles) == 7 and "<title>1: 1</title>" in section.plots[5]
+    assert [(r["model"], r["task"], r["submitted"], r["recall"], r["resolved"]) for r in section.rows] == [
+        ("base", "t-000", "yes", 0.5, ""), ("base", "t-001", "no", 0.0, ""),
+        (HOSTILE, "t-000", "yes", 1.0, "yes"), (HOSTILE, "t-001", "yes", 0.5, "no")]
+    # the hostile model's rows open its shift's trajectories; the model without a shift directory has none
+    assert section.rows[0]["_views"] == [] and len(section.trajectories) == 2
+    assert all(v["ref"] in section.trajectories for r in section.rows[2:] for v in r["_views"])
+    html = build_report(tmp_path)
+    assert len(script_blocks(html)) == 4 and "window.bad=1</script>" not in html
+    assert "<td>&lt;/script&gt;&lt;script&gt;window.bad=1&lt;/script&gt;" in html
+
+
+def test_eval_directory_without_per_task_and_broken(model_shift: Path, tmp_path: Path) -> None:
+    data = eval_object("a", "b", verdict="not shown")
+    del data["per_task"], data["comparisons"]
+    data["models"][0]["future_field"] = [1]
+    (tmp_path / "eval.json").write_text(json.dumps(data))
+    shutil.copytree(model_shift, tmp_path / "models" / "b-1")
+    section = collect_eval(tmp_path, ReportOptions())
+    assert section.tables[1].rows[0][-1] == "not shown"
+    assert [(r["model"], r["task"], r["result"]) for r in section.rows] == [(HOSTILE, "t-000", "submitted"),
+                                                                          (HOSTILE, "t-001", "submitted")]
+    (tmp_path / "eval.json").write_text('{"models": [')
+    assert "not valid JSON" in collect_eval(tmp_path, ReportOptions()).notes[0]
+    (tmp_path / "eval.json").write_text("{}")
+    empty = collect_eval(tmp_path, ReportOptions())
+    assert empty.notes == ["eval.json lists no models"] and empty.tables == []
+
+
+def flywheel_round(out: Path, n: int, promoted: bool, against: str, candidate_recall: float, against_recall: float,
+                   losses: list[float]) -> dict:
+    rdir = out / f"round-{n}"
+    (rdir / "eval").mkdir(parents=True)
+    (rdir / "adapter").mkdir()
+    candidate = f"{out.name}-r{n}"
+    c = comparison(against, candidate, candidate_recall - against_recall, [-0.1, 0.2], "better" if promoted else "not shown")
+    evaluation = {"models": [model_metrics(against, against_recall, 1.0), model_metrics(candidate, candidate_recall, 1.0)],
+                  "comparison": c, "comparisons": [c], "metric": "recall", "complete": True, "per_task": {}}
+    (rdir / "eval" / "eval.json").write_text(json.dumps(evaluation))
+    (rdir / "adapter" / "training_report.json").write_text(json.dumps(
+        {"loss": [{"step": i + 1, "loss": x} for i, x in enumerate(losses)], "eval_loss": []}))
+    (rdir / "report.md").write_text(f"# Flywheel round {n}\n\n{HOSTILE}\n")
+    best = candidate if promoted else against
+    return {"round": n, "candidate": candidate, "against": against, "promoted": promoted, "verdict": c["verdict"],
+            "metric": "recall", "diff": c["diff"], "ci": c["ci"], "best": best,
+            "seconds": {"generate": 10.0, "export": 1.0, "train": 20.5, "load": 0.5, "eval": 8.0, "decide": 0.0}}
+
+
+def test_flywheel_directory_rounds_plots_and_best(tmp_path: Path) -> None:
+    out = tmp_path / "fw"
+    out.mkdir()
+    lines = [flywheel_round(out, 1, True, "base", 0.5, 0.125, [2.0, 1.0]),
+             flywheel_round(out, 2, False, "fw-r1", 0.25, 0.5, [3.0, 2.5, 2.4])]
+    (out / "rounds.jsonl").write_text("".join(json.dumps(x) + "\n" for x in reversed(lines)) + "{torn\n")
+    (out / "best.json").write_text(json.dumps({"model": "fw-r1", "adapter": str(out / "round-1" / "adapter"), "round": 1}))
+    assert [k.name for k in detect_kinds(out)] == ["flywheel"]
+    section = collect_flywheel(out, ReportOptions())
+    assert [(r["round"], r["candidate_value"], r["against_value"], r["promoted"], r["verdict"], r["seconds"])
+            for r in section.rows] == [(1, 0.5, 0.125, "yes", "better", 40.0), (2, 0.25, 0.5, "no", "not shown", 40.0)]
+    assert section.rows[0]["ci"] == "[-0.100, 0.200]" and section.notes == ["1 unreadable line(s) in rounds.jsonl"]
+    summary = dict(section.summary)
+    assert summary["rounds"] == "2" and summary["promoted"] == "1"
+    assert summary["current best"].startswith("fw-r1 (round 1, adapter ")
+    titles = [p.split('aria-label="')[1].split('"')[0] for p in section.plots]
+    assert titles == ["eval recall per round: candidate vs the best before it",
+                      "difference per round (candidate - best) with its 95% CI", "training loss per round"]
+    assert "<title>round 1</title>" in section.plots[2] and "<title>round 2</title>" in section.plots[2]
+    assert [name for name, _ in section.texts] == ["round 1: report.md", "round 2: report.md"]
+    html = build_report(out)
+    assert len(script_blocks(html)) == 2 and "window.bad=1</script>" not in html
+
+
+def test_flywheel_directory_before_any_round_and_missing_round_files(tmp_path: Path) -> None:
+    (tmp_path / "rounds.jsonl").write_text("")
+    empty = collect_flywheel(tmp_path, ReportOptions())
+    assert empty.rows == [] and empty.notes == ["rounds.jsonl holds no finished round yet"]
+    assert dict(empty.summary)["current best"] == "?"
+    (tmp_path / "rounds.jsonl").write_text(json.dumps({"round": 1, "promoted": False, "best": "base"}) + "\n")
+    section = collect_flywheel(tmp_path, ReportOptions())
+    assert section.rows[0]["candidate_value"] is None and section.rows[0]["ci"] == "-"
+    assert dict(section.summary)["current best"] == "base" and len(section.plots) == 2
