@@ -182,35 +182,36 @@ def model_shift(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("eval-shift")
     repo = make_repo(root / "repo")
     with ScriptedServer(agent_reply) as server:
-        report = Shift(ShiftOptions(repo=repo, out=root / "shift", model=HOSTILE, base_urls=[server.base_url], workers=2,
-                                    sandbox=SANDBOX, max_attempts=1, create_branches=False),
+        report = Shift(ShiftOptions(repo=repo, out=root / "shift", model="scripted", base_urls=[server.base_url], workers=2,
+                                    sandbox=SANDBOX, heartbeat_s=0.2, max_attempts=1),
                        sources=[file_source(write_tasks(root / "tasks.jsonl", 2))]).run()
     assert report.complete
     return root / "shift"
 
 
 def test_eval_directory_metrics_comparison_plots_and_task_rows(model_shift: Path, tmp_path: Path) -> None:
-    (tmp_path / "eval.json").write_text(json.dumps(eval_object("base", HOSTILE)))
-    shutil.copytree(model_shift, tmp_path / "models" / "hostile-1234abcd")
+    (tmp_path / "eval.json").write_text(json.dumps(eval_object(HOSTILE, "scripted")))
+    shutil.copytree(model_shift, tmp_path / "models" / "scripted-1234abcd")
     assert [k.name for k in detect_kinds(tmp_path)] == ["eval"]
     section = collect_eval(tmp_path, ReportOptions())
     metrics, compared = section.tables
     assert metrics.header[:4] == ["model", "tasks", "tool-call validity", "submit rate"]
-    assert metrics.rows[0][:6] == ["base", "2", "0.750", "0.500", "0.250", "-"]
-    assert metrics.rows[1][0] == HOSTILE and metrics.rows[1][-2:] == ["0.0025", "2 USD per million tokens"]
-    assert compared.rows == [["base", HOSTILE, "recall", "2", "0.500", "[0.250, 0.750]", "better"]]
-    assert dict(section.summary)["comparison"] == f"{HOSTILE} vs base on recall: +0.500, 95% CI [0.250, 0.750] over 2 " \
-                                                 "tasks: better"
+    assert metrics.rows[0][:6] == [HOSTILE, "2", "0.750", "0.500", "0.250", "-"]
+    assert metrics.rows[1][0] == "scripted" and metrics.rows[1][-2:] == ["0.0025", "2 USD per million tokens"]
+    assert compared.rows == [[HOSTILE, "scripted", "recall", "2", "0.500", "[0.250, 0.750]", "better"]]
+    assert dict(section.summary)["comparison"] == f"scripted vs {HOSTILE} on recall: +0.500, 95% CI [0.250, 0.750] " \
+                                                 "over 2 tasks: better"
     titles = [p.split('aria-label="')[1].split('"')[0] for p in section.plots]
     # resolve rate is null for every model: no plot for it; cost only for the priced model
     assert titles[:5] == ["tool call validity", "submit rate", "mean recall", "mean tokens", "cost per task"]
     assert len(titles) == 7 and "<title>1: 1</title>" in section.plots[5]
     assert [(r["model"], r["task"], r["submitted"], r["recall"], r["resolved"]) for r in section.rows] == [
-        ("base", "t-000", "yes", 0.5, ""), ("base", "t-001", "no", 0.0, ""),
-        (HOSTILE, "t-000", "yes", 1.0, "yes"), (HOSTILE, "t-001", "yes", 0.5, "no")]
-    # the hostile model's rows open its shift's trajectories; the model without a shift directory has none
+        (HOSTILE, "t-000", "yes", 0.5, ""), (HOSTILE, "t-001", "no", 0.0, ""),
+        ("scripted", "t-000", "yes", 1.0, "yes"), ("scripted", "t-001", "yes", 0.5, "no")]
+    # the scripted model's rows open its shift's trajectories; the model without a shift directory has none
     assert section.rows[0]["_views"] == [] and len(section.trajectories) == 2
     assert all(v["ref"] in section.trajectories for r in section.rows[2:] for v in r["_views"])
+    assert all(r["_views"] for r in section.rows[2:])
     html = build_report(tmp_path)
     assert len(script_blocks(html)) == 4 and "window.bad=1</script>" not in html
     assert "<td>&lt;/script&gt;&lt;script&gt;window.bad=1&lt;/script&gt;" in html
@@ -224,8 +225,8 @@ def test_eval_directory_without_per_task_and_broken(model_shift: Path, tmp_path:
     shutil.copytree(model_shift, tmp_path / "models" / "b-1")
     section = collect_eval(tmp_path, ReportOptions())
     assert section.tables[1].rows[0][-1] == "not shown"
-    assert [(r["model"], r["task"], r["result"]) for r in section.rows] == [(HOSTILE, "t-000", "submitted"),
-                                                                          (HOSTILE, "t-001", "submitted")]
+    assert [(r["model"], r["task"], r["result"]) for r in section.rows] == [("scripted", "t-000", "submitted"),
+                                                                          ("scripted", "t-001", "submitted")]
     (tmp_path / "eval.json").write_text('{"models": [')
     assert "not valid JSON" in collect_eval(tmp_path, ReportOptions()).notes[0]
     (tmp_path / "eval.json").write_text("{}")
