@@ -23,7 +23,7 @@ TABLE_FIELDS = [("tasks", "tasks", 0), ("tool-call validity", "tool_call_validit
                 ("mean recall", "mean_recall", 3), ("resolve rate", "resolve_rate", 3), ("mean steps", "mean_steps", 1),
                 ("mean tokens", "mean_tokens", 0), ("mean wall s", "mean_wall_s", 1), ("cost/task", "cost_per_task", 4)]
 PLOTTED = ["tool_call_validity", "submit_rate", "mean_recall", "resolve_rate", "mean_tokens", "cost_per_task"]
-COLUMNS = [Column(key="model", label="model", type="status"), Column(key="task", label="task"),
+COLUMNS = [Column(key="task", label="task"), Column(key="model", label="model", type="status"),
            Column(key="result", label="result", type="status"), Column(key="submitted", label="submitted", type="status"),
            Column(key="steps", label="steps", type="number"), Column(key="tokens", label="tokens", type="number"),
            Column(key="time_s", label="time s", type="number"), Column(key="recall", label="recall", type="number"),

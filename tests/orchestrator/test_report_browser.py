@@ -172,3 +172,31 @@ def test_thousand_samples_stay_responsive(shift_dir: Path, browser: Chromium, tm
     assert "training and eval loss" in page.evaluate("document.getElementById('section-1').innerHTML")
     assert page.errors() == []
     keep_screenshot(page.screenshot(tmp_path / "report-generate.png"))
+
+
+def test_eval_report_in_chromium(shift_dir: Path, browser: Chromium, tmp_path: Path) -> None:
+    """An eval directory as `nightowl eval` leaves it (issue 10's run_eval): eval.json and a shift per model."""
+    shutil.copytree(shift_dir, tmp_path / "eval" / "models" / "scripted-0a1b2c3d")
+    per_task = [{"task_id": f"t-{i:03d}", "exit_status": "submitted", "submitted": True, "steps": 3, "valid_steps": 3,
+                 "tokens": 100, "wall_s": 1.0, "recall": (i % 5) / 4, "resolved": None} for i in range(N_TASKS)]
+    comparison = {"a": "base", "b": "scripted", "metric": "recall", "tasks": N_TASKS, "diff": 0.2, "ci": [0.1, 0.3],
+                  "verdict": "better"}
+    models = [{"model": name, "tasks": N_TASKS, "tool_call_validity": v, "submit_rate": v, "mean_recall": v,
+               "recall_distribution": {"0-0.25": 3, "1": 2}, "resolve_rate": None, "resolve_tasks": 0, "mean_steps": 3.0,
+               "mean_tokens": 100.0, "mean_wall_s": 1.0, "cost_per_task": None, "cost_basis": None,
+               "exit_status": {"submitted": N_TASKS}} for name, v in (("base", 0.3), ("scripted", 0.5))]
+    (tmp_path / "eval" / "eval.json").write_text(json.dumps({"metric": "recall", "models": models, "comparison": comparison,
+                                                             "comparisons": [comparison], "per_task": {"scripted": per_task}}))
+    html = tmp_path / "eval-report.html"
+    nightowl_report(tmp_path / "eval", html)
+    page = browser.new_page(height=1500)
+    page.navigate(html.as_uri())
+    assert page.evaluate("document.body.dataset.ready") == "1"
+    assert page.evaluate("document.querySelectorAll('#table-0 tbody tr').length") == N_TASKS
+    assert "better" in page.evaluate("document.querySelector('table.static:nth-of-type(2)').innerText")
+    page.click("#table-0 tbody tr")
+    assert page.evaluate("document.querySelector('#traj-0 h3').textContent") == "t-000"
+    assert page.evaluate("document.querySelectorAll('#traj-0 .msg.role-assistant').length") >= 1
+    assert page.errors() == []
+    page.evaluate("window.scrollTo(0, 0)")
+    keep_screenshot(page.screenshot(tmp_path / "report-eval.png"))
