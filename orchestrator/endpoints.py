@@ -46,7 +46,10 @@ def probe(url: str, model: str, api_key_env: str = "NIGHTOWL_API_KEY", timeout_s
         ids = [m.get("id") for m in r.json().get("data", [])]
     except ValueError:
         return "/models answered something that is not JSON"
-    return None if model in ids else f"does not serve {model!r}"
+    return None if model in ids else f"{NOT_SERVED} {model!r} (it serves: {', '.join(map(str, ids)) or 'nothing'})"
+
+
+NOT_SERVED = "does not serve"
 
 
 class EndpointPool:
@@ -62,11 +65,20 @@ class EndpointPool:
         self.cond = threading.Condition()
 
     def check_all(self) -> None:
-        """Probes every endpoint now (at start-up), so dispatch starts on the healthy ones."""
+        """Probes every endpoint now (at start-up), so dispatch starts on the healthy ones.
+
+        Servers that are down are waited for; servers that all answer but none of which serves the model are a
+        set-up error (waiting would never end).
+        """
+        reasons = []
         for ep in self.endpoints:
             reason = self.probe(ep)
             if reason:
                 self.mark_failed(ep, reason)
+            reasons.append(reason)
+        if all(r and r.startswith(NOT_SERVED) for r in reasons):
+            served = "; ".join(f"{ep.url} {r}" for ep, r in zip(self.endpoints, reasons))
+            raise UsageError(f"no server serves model {self.model!r}: {served} (pass a served name to --model)")
 
     def any_healthy(self) -> bool:
         with self.cond:

@@ -42,6 +42,19 @@ def test_a_refused_key_is_a_one_line_setup_error(tmp_path):
     assert len([line for line in r.stderr.splitlines() if line.startswith("error:")]) == 1
 
 
+def test_a_model_no_server_serves_is_a_setup_error_not_a_wait(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    tasks = write_tasks(tmp_path / "tasks.jsonl", 1)
+    with ScriptedServer(agent_reply) as server:
+        try:
+            Shift(options(repo, tmp_path / "out", [server.base_url], model="<b>nope</b>"),
+                  sources=[file_source(tasks)]).run()
+        except UserError as e:
+            assert "'<b>nope</b>'" in str(e) and "it serves: scripted" in str(e)
+        else:
+            raise AssertionError("a shift for a model no server serves must stop with a set-up error")
+
+
 class BuggyExecutor:
     """Stands in for the executor only to raise a bug from inside an attempt (a ValueError, on purpose)."""
 
