@@ -6,6 +6,7 @@ function. That gives real, well-formed tool-calling trajectories to fine-tune th
 point --teacher-base-url at a real coder instead (see the README).
 
     python examples/scripted_teacher.py --port 8101     # serves model "scripted-teacher" until Ctrl-C
+    python examples/scripted_teacher.py --port 0        # any free port; the first line printed names it
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from agent.scripted_teacher import teacher  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=8101)
+    parser.add_argument("--port", type=int, default=8101, help="0: any free port")
     parser.add_argument("--model", default="scripted-teacher")
     args = parser.parse_args()
     server = ScriptedServer(teacher, model=args.model, port=args.port)

@@ -227,15 +227,19 @@ def show(run_dir: Path = typer.Argument(..., help="A run directory (or its traje
 @app.command("tiny-model")
 @user_errors
 def tiny_model(directory: Path = typer.Argument(..., help="Where to write the model (created)."),
-               corpus: Optional[Path] = typer.Option(None, "--corpus", help="Text/source tree to train the tokenizer on.")) -> None:
-    """Build a tiny random-weight Qwen2 model + tokenizer that vLLM serves (shows the machinery only)."""
+               corpus: Optional[Path] = typer.Option(None, "--corpus", help="Text/source tree to train the tokenizer "
+                                                     "(and --pretrain-steps) on; default: Python's standard library."),
+               pretrain_steps: int = typer.Option(0, "--pretrain-steps", min=0, help="Next-token training steps on "
+                                                  "the corpus (0: random weights; ~400 give a model LoRA can teach).")) -> None:
+    """Build a tiny Qwen2 model + tokenizer that vLLM serves: random weights, or briefly pretrained on code."""
     missing = missing_from_extra("train")
     if missing:
         raise UsageError(f"nightowl tiny-model needs {', '.join(missing)}: install the train extra, "
                          "pip install -e '.[train]' (on a CPU-only machine install torch==2.13.0+cpu first, see README)")
     from training.tiny_model import build_tiny_model
 
-    path = build_tiny_model(directory, corpus=corpus)
+    path = build_tiny_model(directory, corpus=corpus, pretrain_steps=pretrain_steps,
+                            log=lambda line: console.print(f"[dim]{line}[/]", highlight=False))
     out.print(f"tiny model written to {path}")
 
 

@@ -2,12 +2,14 @@
 
 Each step is one nightowl command run as a subprocess (each resumes itself when re-run with the same
 directory) and leaves DIR/round-N/<step>.json when it finished; a re-run after any kill skips finished steps
-and repeats the interrupted one. DIR/best.json names the model to beat (the base until a round is promoted);
+and repeats the interrupted one. DIR/best.json names the model to beat (the base until a round is promoted) and
+DIR/best links to its adapter directory;
 DIR/rounds.jsonl has one line per finished round; DIR/round-N/report.md says what happened.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -73,6 +75,14 @@ def read_best(out: Path, base_name: str) -> Best:
     return Best.model_validate(data) if data else Best(model=base_name)
 
 
+def point_best_link(out: Path, adapter: Path) -> None:
+    """DIR/best -> the promoted adapter, replaced atomically, so `nightowl run/shift --model DIR/best` serves it."""
+    temporary = out / ".best.tmp"
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(os.path.relpath(adapter, out), target_is_directory=True)
+    os.replace(temporary, out / "best")
+
+
 def adapter_name(out: Path, n: int) -> str:
     """A new name every round (and every flywheel directory): a reused name can serve stale cache entries."""
     return f"{out.name}-r{n}"
@@ -80,9 +90,9 @@ def adapter_name(out: Path, n: int) -> str:
 
 class Flywheel:
     def __init__(self, opt: FlywheelOptions, log: Callable[[str], None] = print,
-                 load: Callable[[str, str, Path], None] | None = None):
+                 load: Callable[[str, str, Path], None] | None = None, show: Callable[[str], None] | None = None):
         from orchestrator.serving import load_adapter
-        self.opt, self.log = opt, log
+        self.opt, self.log, self.show = opt, log, show or log
         self.load = load or (lambda url, name, path: load_adapter(url, name, path))
         self.out = opt.out
 
@@ -193,6 +203,7 @@ class Flywheel:
             load = read_json(rdir / "load.json")
             write_text_atomic(self.out / "best.json",
                               Best(model=load["name"], adapter=load["adapter"], round=n).model_dump_json() + "\n")
+            point_best_link(self.out, Path(load["adapter"]))
         return {"against": best.model_dump(), "comparison": comparison, "promoted": promoted,
                 "best": read_best(self.out, self.opt.base_name).model_dump()}
 
@@ -205,10 +216,22 @@ class Flywheel:
                 "ci": decision["comparison"]["ci"], "best": decision["best"]["model"],
                 "seconds": {s: steps[s].get("seconds") for s in STEPS}}
         write_text_atomic(rdir / "report.md", report(n, line, models, steps))
+        self.show(before_after(n, line, models))
         rounds = [json.loads(x) for x in (self.out / "rounds.jsonl").read_text().splitlines()] \
             if (self.out / "rounds.jsonl").is_file() else []
         rounds = [r for r in rounds if r["round"] != n] + [line]
         write_text_atomic(self.out / "rounds.jsonl", "".join(json.dumps(r) + "\n" for r in rounds))
+
+
+def before_after(n: int, line: dict[str, Any], models: list[dict[str, Any]]) -> str:
+    """The round's eval, before (the model to beat) and after (the candidate), for the terminal."""
+    from training.metrics import metrics_table
+
+    diff = "-" if line["diff"] is None else f"{line['diff']:+.2f}"
+    verdict = f"{line['metric']} {diff}, 95% CI {line['ci']}: {line['verdict']}, " + \
+        ("promoted" if line["promoted"] else "not promoted")
+    return "\n".join([f"round {n}: before = {line['against']}, after = {line['candidate']}, on the same tasks",
+                      *metrics_table(models), verdict])
 
 
 def report(n: int, line: dict[str, Any], models: list[dict[str, Any]], steps: dict[str, dict[str, Any]]) -> str:

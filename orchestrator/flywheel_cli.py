@@ -88,11 +88,13 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
             metric=metric, workers=workers, max_steps=max_steps, max_tokens=max_tokens, sandbox=sandbox,
             tool_choice=tool_choice, train_args=shlex.split(train_args), generate_args=shlex.split(generate_args),
             until=until, deadline=deadline)
-        done = Flywheel(options, log=lambda line: console.print(f"[dim]{line}[/]", highlight=False)).run()
+        done = Flywheel(options, log=lambda line: console.print(f"[dim]{line}[/]", highlight=False),
+                        show=lambda text: console.print(text, highlight=False, markup=False, soft_wrap=True)).run()
         best = read_best(options.out, base_name)
         typer.echo(json.dumps({"complete": done, "best": best.model_dump(), "rounds": str(options.out / "rounds.jsonl")}))
         if best.adapter:
-            console.print(f"best: {best.model} (round {best.round}); serve it with `nightowl serve --model {base} "
-                          f"--adapter {best.model}={best.adapter}` and use --model {best.model}", highlight=False)
+            console.print(f"best: {best.model} (round {best.round}), linked as {options.out / 'best'}: run agents with it "
+                          f"by `nightowl run REPO --model {options.out / 'best'}`, or serve it with `nightowl serve --model "
+                          f"{base} --adapter {best.model}={best.adapter}` and use --model {best.model}", highlight=False)
         if not done:
             raise typer.Exit(EXIT_STOPPED)

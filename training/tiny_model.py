@@ -1,12 +1,16 @@
-"""A tiny random-weight Qwen2 model with a locally trained tokenizer, for tests and demos.
+"""A tiny Qwen2 model with a locally trained tokenizer, for tests and demos.
 
 It shows the machinery (vLLM serving, tool-call parsing, LoRA, training) end to end without downloading
-weights. Its output is noise: random weights never write a sensible tool call by themselves.
+weights. Built with random weights, its output is noise. `pretrain` then gives it a few minutes of next-token
+training on plain Python source: enough for working attention (so a LoRA fine-tune can teach it a format),
+while it has still never seen a chat turn or a tool call.
 """
 from __future__ import annotations
 
+import json
 import sysconfig
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sandbox.errors import UserError
@@ -119,8 +123,53 @@ def build_model(tokenizer, directory: Path) -> None:
     model.save_pretrained(directory)
 
 
-def build_tiny_model(directory: Path, corpus: Path | None = None) -> Path:
-    """Write a tiny Qwen2ForCausalLM + tokenizer + chat template to `directory` (new or empty); returns it."""
+PRETRAIN_REPORT = "pretraining.json"
+
+
+def pretrain(directory: Path, corpus: Path, steps: int, log: Callable[[str], None] = print,
+             window: int = 256, batch: int = 16, lr: float = 3e-3) -> dict:
+    """Next-token training of the model in `directory` on random windows of `corpus`, in place; the measured
+    loss curve goes to DIRECTORY/pretraining.json. Deterministic for a given corpus and thread count."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+    ids: list[int] = []
+    for text in corpus_texts(corpus, CORPUS_BYTES // 2):
+        ids += tokenizer(text, verbose=False)["input_ids"] + [tokenizer.pad_token_id]
+    tokens = torch.tensor(ids)
+    if len(tokens) <= window + 1:
+        raise UserError(f"corpus {corpus} is too small to pretrain on ({len(tokens)} tokens)")
+    generator = torch.Generator().manual_seed(SEED)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+    model.train()
+    started, curve = time.monotonic(), []
+    for step in range(1, steps + 1):
+        starts = torch.randint(0, len(tokens) - window - 1, (batch,), generator=generator)
+        inputs = torch.stack([tokens[i:i + window] for i in starts.tolist()])
+        loss = model(input_ids=inputs, labels=inputs).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        if step == 1 or step % 50 == 0 or step == steps:
+            curve.append({"step": step, "loss": round(loss.item(), 4)})
+            log(f"pretraining step {step}/{steps}: loss {loss.item():.3f} ({time.monotonic() - started:.0f} s)")
+    model.eval()
+    model.save_pretrained(directory)
+    report = {"steps": steps, "window": window, "batch": batch, "lr": lr, "corpus": str(corpus),
+              "corpus_tokens": len(tokens), "seconds": round(time.monotonic() - started, 1), "loss": curve}
+    (directory / PRETRAIN_REPORT).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    return report
+
+
+def build_tiny_model(directory: Path, corpus: Path | None = None, pretrain_steps: int = 0,
+                     log: Callable[[str], None] = print) -> Path:
+    """Write a tiny Qwen2ForCausalLM + tokenizer + chat template to `directory` (new or empty); returns it.
+    With `pretrain_steps`, the weights then get that many steps of next-token training on `corpus`."""
     directory = Path(directory).expanduser()
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise DirectoryNotEmpty(f"{directory} already exists and is not empty; give a new directory")
@@ -131,4 +180,6 @@ def build_tiny_model(directory: Path, corpus: Path | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(directory)
     build_model(tokenizer, directory)
+    if pretrain_steps:
+        pretrain(directory, corpus, pretrain_steps, log=log)
     return directory

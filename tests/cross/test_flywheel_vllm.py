@@ -43,5 +43,5 @@ def test_a_flywheel_round_trains_loads_and_evals_on_real_vllm(vllm_server, tiny_
     served = {json.loads(p.read_text())["model"] for p in (out / "round-1" / "eval").glob("models/*/runs/*/trajectory.json")}
     assert served == {"fly-r1", vllm_server.served_model_name}
     models = json.loads((out / "round-1" / "eval.json").read_text())["models"]
-    assert [m["tasks"] for m in models] == [3, 3]
+    assert [m["tasks"] for m in models] == [6, 6]
     assert (out / "best.json").is_file() == line["promoted"]

@@ -68,7 +68,10 @@ def test_two_rounds_promote_only_the_better_one_and_survive_kill_9(tmp_path: Pat
     assert rounds[0]["diff"] == 1.0 and rounds[1]["diff"] == -1.0
     best = json.loads((out / "best.json").read_text())
     assert best["model"] == "fly-r1" and best["round"] == 1 and Path(best["adapter"], "adapter_config.json").is_file()
+    assert (out / "best").resolve() == Path(best["adapter"]).resolve()  # `--model DIR/best` finds the adapter
     assert json.loads(proc.stdout.strip().splitlines()[-1])["best"]["model"] == "fly-r1"
+    # each round shows its before/after table on the terminal
+    assert "round 2: before = fly-r1, after = fly-r2" in proc.stderr and "submit -1.00" in proc.stderr
     report = (out / "round-2" / "report.md").read_text()
     assert "verdict **worse**" in report and "not promoted" in report
     assert all(isinstance(v, float) for v in rounds[0]["seconds"].values())
