@@ -13,7 +13,7 @@ mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-step "1/4 A tiny Qwen2 model (7M parameters), pretrained for a few minutes on Python source: it has never seen a chat or a tool call"
+step "1/4 A tiny Qwen2 model (0.8M parameters), pretrained for a few minutes on Python source: it has never seen a chat or a tool call"
 if [ ! -f "$dir/tiny/pretraining.json" ]; then
   rm -rf "$dir/tiny"
   nightowl tiny-model "$dir/tiny" --pretrain-steps 1000

@@ -26,10 +26,15 @@ def quickstart_command() -> str:
 
 
 def quickstart_usage() -> str:
-    """The quickstart from `nightowl tiny-model` on: what a newcomer runs once the install is done."""
+    """The quickstart from `examples/quickstart.sh` on: what a newcomer runs once the install is done."""
     command = quickstart_command()
-    start = command.index("nightowl tiny-model")
+    start = command.index("examples/quickstart.sh")
     return command[start:]
+
+
+def quickstart_agent_command() -> str:
+    """The quickstart's second command: one agent run with the promoted adapter."""
+    return bash_blocks("Quickstart (a fresh Debian/Ubuntu machine, CPU only)")[1]
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,17 @@ SANDBOX = "auto"
 """Always the real isolation: if bubblewrap does not work here these tests fail (never a quiet fallback to
 the unisolated backend); `open_sandbox` says what is missing."""
 TASK_ID = re.compile(r"\[(t-\d+)\]")
+
+
+def kill_9_once_exists(cmd: list, marker: Path, cwd: Path, timeout: float = 900) -> None:
+    """Starts `cmd` in its own session and SIGKILLs the whole session once `marker` exists (it must still run)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def git(repo: Path, *args: str) -> str:

@@ -4,18 +4,15 @@ loading over HTTP and eval; the student server is scripted so each round's quali
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from agent.scripted_server import ScriptedServer
 from agent.scripted_teacher import request_kind, target_of, teacher
-from tests.orchestrator.helpers import SANDBOX
+from tests.orchestrator.helpers import SANDBOX, kill_9_once_exists
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,13 +43,8 @@ def test_two_rounds_promote_only_the_better_one_and_survive_kill_9(tmp_path: Pat
     with ScriptedServer(teacher, model="scripted") as t, \
          ScriptedServer(student, model=str(tiny_model_dir)) as s:
         cmd = flywheel_cmd(repo, out, 2, tiny_model_dir, s.base_url, t.base_url)
-        first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        deadline = time.monotonic() + 600
-        while not (out / "round-1" / "train.log").exists() and first.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert first.poll() is None, first.communicate()[1].decode()[-3000:]
-        os.killpg(first.pid, signal.SIGKILL)  # mid-round: generate and export are done, training is running
-        first.wait()
+        # mid-round: generate and export are done, training is running
+        kill_9_once_exists(cmd, out / "round-1" / "train.log", cwd=ROOT)
         generated = (out / "round-1" / "generate.json").stat().st_mtime_ns
         assert not (out / "round-1" / "train.json").exists()
 

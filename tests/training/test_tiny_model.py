@@ -125,3 +125,35 @@ def test_refuses_non_empty_directory(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError, match="not empty"):
         build_tiny_model(tmp_path)
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_pretraining_lowers_the_loss_changes_the_weights_and_records_the_curve(tmp_path: Path) -> None:
+    """A few steps on a small source file, in place, with the measured loss written beside the weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from training.tiny_model import PRETRAIN_REPORT, build_tiny_model, pretrain
+
+    corpus = tmp_path / "corpus.py"
+    corpus.write_text("".join(f"def f{i}(x):\n    return x + {i}\n\n\n" for i in range(3000)))
+    model_dir = build_tiny_model(tmp_path / "tiny", corpus=corpus)
+    before = AutoModelForCausalLM.from_pretrained(model_dir).model.norm.weight.clone()
+    lines: list[str] = []
+    report = pretrain(model_dir, corpus, steps=30, log=lines.append, window=64, batch=4)
+    after = AutoModelForCausalLM.from_pretrained(model_dir).model.norm.weight
+    assert not torch.equal(before, after)
+    saved = json.loads((model_dir / PRETRAIN_REPORT).read_text())
+    assert saved == report and saved["steps"] == 30 and [p["step"] for p in saved["loss"]] == [1, 30]
+    assert saved["loss"][-1]["loss"] < saved["loss"][0]["loss"] - 1.0  # this corpus is very predictable
+    assert lines[0].startswith("pretraining step 1/30: loss") and len(lines) == 2
+
+
+def test_a_corpus_too_small_to_pretrain_on_is_one_clear_error(tmp_path: Path) -> None:
+    from sandbox.errors import UserError
+    from training.tiny_model import build_tiny_model, pretrain
+
+    corpus = tmp_path / "corpus.py"
+    corpus.write_text("def f(x):\n    return x\n" * 400)
+    model_dir = build_tiny_model(tmp_path / "tiny", corpus=corpus)
+    with pytest.raises(UserError, match="too small to pretrain on"):
+        pretrain(model_dir, corpus, steps=2, window=4096)
