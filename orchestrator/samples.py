@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from orchestrator.store import Store
 from training.functions import FunctionRef
+from training.recall import recall_histogram
 
 STAGES = ("t1", "check", "pr", "t2", "done", "dropped")
 PRIORITY = {"t1": 0, "t1_retry": 1, "check": 2, "pr": 3, "t2": 4}
@@ -120,14 +121,3 @@ def stage_counts(store: Store) -> dict[str, Any] | None:
             "recall_undefined": sum(1 for r in recalls if r is None),
             "recall_mean": round(sum(r for r in recalls if r is not None) / max(1, sum(1 for r in recalls if r is not None)), 4),
             "dropped": dict(reasons)}
-
-
-def recall_histogram(recalls: list[float | None]) -> dict[str, int]:
-    """Ten bins [0.0, 0.1) ... [0.9, 1.0) and a bin of its own for exactly 1.0 (the hard threshold)."""
-    bins = {f"{i / 10:.1f}": 0 for i in range(10)} | {"1.0": 0}
-    for r in recalls:
-        if r is None:
-            continue
-        key = "1.0" if r >= 1.0 else f"{min(9, int(r * 10)) / 10:.1f}"
-        bins[key] += 1
-    return bins

@@ -8,11 +8,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from training.recall import line_recall
+from training.recall import line_recall, recall_histogram
 
 Metric = Literal["recall", "submit", "resolve", "validity"]
 METRICS: tuple[str, ...] = ("recall", "submit", "resolve", "validity")
-RECALL_BINS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 class TaskOutcome(BaseModel):
@@ -96,20 +95,6 @@ def value(outcome: TaskOutcome, metric: str) -> float | None:
     if metric == "validity":
         return outcome.valid_steps / outcome.steps if outcome.steps else 0.0
     raise ValueError(f"unknown metric {metric!r} (one of {', '.join(METRICS)})")
-
-
-def recall_histogram(recalls: list[float]) -> dict[str, int]:
-    """Counts per bin: [0, .25), [.25, .5), [.5, .75), [.75, 1), and exactly 1."""
-    bins = {f"{lo:g}-{hi:g}": 0 for lo, hi in zip(RECALL_BINS, RECALL_BINS[1:])}
-    bins["1"] = 0
-    for r in recalls:
-        if r >= 1.0:
-            bins["1"] += 1
-            continue
-        for lo, hi in zip(RECALL_BINS, RECALL_BINS[1:]):
-            if lo <= r < hi:
-                bins[f"{lo:g}-{hi:g}"] += 1
-    return bins
 
 
 def summarize(model: str, outcomes: list[TaskOutcome], price_per_mtok: float | None = None,

@@ -41,3 +41,15 @@ def line_recall(p1: str, p2: str) -> Recall:
             matched += 1
     total = len(wanted)
     return Recall(recall=matched / total if total else None, matched=matched, total=total)
+
+
+def recall_histogram(recalls: list[float | None]) -> dict[str, int]:
+    """Ten bins [0.0, 0.1) ... [0.9, 1.0) and a bin of its own for exactly 1.0 (the hard threshold); None is
+    skipped (no reference to measure against)."""
+    bins = {f"{i / 10:.1f}": 0 for i in range(10)} | {"1.0": 0}
+    for r in recalls:
+        if r is None:
+            continue
+        key = "1.0" if r >= 1.0 else f"{min(9, int(r * 10)) / 10:.1f}"
+        bins[key] += 1
+    return bins

@@ -81,7 +81,7 @@ def test_eval_good_against_bad_model_metrics_resolve_cost_and_verdicts(tmp_path:
         assert weak_m["tool_call_validity"] == 0.0 and weak_m["submit_rate"] == 0.0 and weak_m["mean_recall"] == 0.0
         assert weak_m["resolve_rate"] == 0.0 and weak_m["cost_per_task"] is None
         assert strong_m["tool_call_validity"] == 1.0 and strong_m["submit_rate"] == 1.0
-        assert strong_m["mean_recall"] == 1.0 and strong_m["recall_distribution"]["1"] == N_TASKS
+        assert strong_m["mean_recall"] == 1.0 and strong_m["recall_distribution"]["1.0"] == N_TASKS
         assert strong_m["resolve_rate"] == 1.0 and strong_m["resolve_tasks"] == N_TASKS
         # cost from the tokens the server reported, as recorded in the trajectories
         tokens = [json.loads((Path(r) / "trajectory.json").read_text())["usage"]["total_tokens"]

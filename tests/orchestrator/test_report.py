@@ -150,7 +150,7 @@ def test_report_command_bad_input_is_one_line(tmp_path: Path) -> None:
 # DIR/best.json = Best; train writes round-N/adapter/training_report.json; the eval runs into round-N/eval/).
 def model_metrics(model: str, recall: float, submit: float, cost: float | None = None) -> dict:
     return {"model": model, "tasks": 2, "tool_call_validity": 0.75, "submit_rate": submit, "mean_recall": recall,
-            "recall_distribution": {"0-0.25": 1, "0.25-0.5": 0, "0.5-0.75": 0, "0.75-1": 0, "1": 1},
+            "recall_distribution": {"0.0": 1, "0.5": 0, "0.9": 0, "1.0": 1},
             "resolve_rate": None, "resolve_tasks": 0, "mean_steps": 2.0, "mean_tokens": 1234.0, "mean_wall_s": 1.5,
             "cost_per_task": cost, "cost_basis": None if cost is None else "2 USD per million tokens",
             "exit_status": {"submitted": 2}}
@@ -204,7 +204,7 @@ def test_eval_directory_metrics_comparison_plots_and_task_rows(model_shift: Path
     titles = [p.split('aria-label="')[1].split('"')[0] for p in section.plots]
     # resolve rate is null for every model: no plot for it; cost only for the priced model
     assert titles[:5] == ["tool call validity", "submit rate", "mean recall", "mean tokens", "cost per task"]
-    assert len(titles) == 7 and "<title>1: 1</title>" in section.plots[5]
+    assert len(titles) == 7 and "<title>1.0: 1</title>" in section.plots[5]
     assert [(r["model"], r["task"], r["submitted"], r["recall"], r["resolved"]) for r in section.rows] == [
         (HOSTILE, "t-000", "yes", 0.5, ""), (HOSTILE, "t-001", "no", 0.0, ""),
         ("scripted", "t-000", "yes", 1.0, "yes"), ("scripted", "t-001", "yes", 0.5, "no")]

@@ -182,7 +182,7 @@ def test_eval_report_in_chromium(shift_dir: Path, browser: Chromium, tmp_path: P
     comparison = {"a": "base", "b": "scripted", "metric": "recall", "tasks": N_TASKS, "diff": 0.2, "ci": [0.1, 0.3],
                   "verdict": "better"}
     models = [{"model": name, "tasks": N_TASKS, "tool_call_validity": v, "submit_rate": v, "mean_recall": v,
-               "recall_distribution": {"0-0.25": 3, "1": 2}, "resolve_rate": None, "resolve_tasks": 0, "mean_steps": 3.0,
+               "recall_distribution": {"0.0": 3, "1.0": 2}, "resolve_rate": None, "resolve_tasks": 0, "mean_steps": 3.0,
                "mean_tokens": 100.0, "mean_wall_s": 1.0, "cost_per_task": None, "cost_basis": None,
                "exit_status": {"submitted": N_TASKS}} for name, v in (("base", 0.3), ("scripted", 0.5))]
     (tmp_path / "eval" / "eval.json").write_text(json.dumps({"metric": "recall", "models": models, "comparison": comparison,

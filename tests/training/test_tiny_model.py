@@ -156,4 +156,4 @@ def test_a_corpus_too_small_to_pretrain_on_is_one_clear_error(tmp_path: Path) ->
     corpus.write_text("def f(x):\n    return x\n" * 400)
     model_dir = build_tiny_model(tmp_path / "tiny", corpus=corpus)
     with pytest.raises(UserError, match="too small to pretrain on"):
-        pretrain(model_dir, corpus, steps=2, window=4096)
+        pretrain(model_dir, corpus, steps=2, window=100_000)
