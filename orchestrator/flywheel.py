@@ -49,7 +49,7 @@ class FlywheelOptions(BaseModel):
     metric: str = "recall"
     workers: int = Field(default=2, gt=0)
     max_steps: int = Field(default=30, gt=0)
-    max_tokens: int = Field(default=1024, gt=0)
+    max_tokens: int = Field(default=4096, gt=0)
     sandbox: str = "auto"
     tool_choice: str = "auto"
     train_args: list[str] = Field(default_factory=list)

@@ -40,7 +40,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         metric: str = typer.Option("recall", "--metric", help="Promotion metric: recall, submit, resolve or validity."),
         workers: int = typer.Option(2, "--workers", min=1),
         max_steps: int = typer.Option(30, "--max-steps", min=1),
-        max_tokens: int = typer.Option(1024, "--max-tokens", min=1),
+        max_tokens: int = typer.Option(4096, "--max-tokens", min=1, help="Most tokens per model reply (generate and eval)."),
         sandbox: str = typer.Option("auto", "--sandbox"),
         tool_choice: str = typer.Option("auto", "--tool-choice", help="auto or required."),
         train_args: str = typer.Option("", "--train-args", help="Extra `nightowl train` options, e.g. '--epochs 3'."),
