@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import httpx
+import threading
+
 import openai
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, Field
@@ -108,15 +109,30 @@ def normalize_base_url(url: str) -> str:
     return url if url.endswith("/v1") else url + "/v1"
 
 
+_clients: dict[tuple[str, str, float, int], openai.OpenAI] = {}
+_clients_lock = threading.Lock()
+
+
+def shared_client(config: ModelConfig) -> openai.OpenAI:
+    """One client (one connection pool) per endpoint, key, timeout and retry count, shared by every rollout.
+
+    The timeout is openai's own type: openai >= 3 is built on httpx2 and refuses an `httpx.Timeout`.
+    """
+    key = os.environ.get(config.api_key_env) or "EMPTY"
+    ident = (normalize_base_url(config.base_url), key, config.timeout_s, config.max_retries)
+    with _clients_lock:
+        client = _clients.get(ident)
+        if client is None:
+            client = _clients[ident] = openai.OpenAI(
+                base_url=ident[0], api_key=key, max_retries=config.max_retries,
+                timeout=openai.Timeout(config.timeout_s, connect=min(10.0, config.timeout_s)))
+        return client
+
+
 class OpenAIChatModel:
     def __init__(self, config: ModelConfig):
         self.config = config
-        self.client = openai.OpenAI(
-            base_url=normalize_base_url(config.base_url),
-            api_key=os.environ.get(config.api_key_env) or "EMPTY",
-            timeout=httpx.Timeout(config.timeout_s, connect=min(10.0, config.timeout_s)),
-            max_retries=config.max_retries,
-        )
+        self.client = shared_client(config)
 
     def served_model(self) -> dict[str, Any]:
         """Check /v1/models at start-up; returns the model card (vLLM includes `max_model_len`)."""
