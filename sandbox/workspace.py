@@ -27,12 +27,26 @@ class Workspace:
     base_commit: str
 
 
+BYTE_EXACT_ATTRIBUTES = b"* -text -eol -filter -ident -working-tree-encoding\n"
+"""`$GIT_DIR/info/attributes` outranks every `.gitattributes`: the workspace holds the committed bytes and git
+never converts line endings or encodings, expands `$Id$`, or runs the repository's filters (LFS, or a filter
+command that does not exist here). A `working-tree-encoding` iconv does not know otherwise fails every diff."""
+
+BYTE_EXACT_CONFIG = {
+    "core.autocrlf": "false", "core.safecrlf": "false",
+    # The sandbox user is given the checkout (chown changes every file's ctime): without this, every diff
+    # would re-read every file to learn that nothing changed.
+    "core.trustctime": "false", "core.checkStat": "minimal",
+}
+
+
 def create_workspace(repo: Path, commit: str, path: Path) -> Workspace:
     base = resolve_commit(repo, commit)
     if path.exists():
         raise GitError(f"workspace {path} already exists")
     path.parent.mkdir(parents=True, exist_ok=True)
     git(path.parent, "clone", "--quiet", "--shared", "--no-checkout", str(repo), str(path))
+    make_byte_exact(path)
     git(path, "checkout", "--quiet", "--detach", base)
     # A partial or damaged clone can lack some blobs: checkout leaves those files out. Marking them
     # skip-worktree keeps them out of the diff (which could not read them) instead of failing every run.
@@ -42,6 +56,14 @@ def create_workspace(repo: Path, commit: str, path: Path) -> Workspace:
     # The clone's remote points at the user's repo; drop it so nothing inside can push or fetch there.
     git(path, "remote", "remove", "origin", check=False)
     return Workspace(repo=repo, path=path, base_commit=base)
+
+
+def make_byte_exact(path: Path) -> None:
+    info = path / ".git" / "info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "attributes").write_bytes(BYTE_EXACT_ATTRIBUTES)
+    for key, value in BYTE_EXACT_CONFIG.items():
+        git(path, "config", key, value)
 
 
 def workspace_diff(ws: Workspace) -> bytes:
@@ -58,7 +80,8 @@ def workspace_diff(ws: Workspace) -> bytes:
             shutil.copyfile(real_index, index)
         env = {"GIT_INDEX_FILE": str(index)}
         git(ws.path, "add", "-A", "--", ".", env=env)
-        return git_bytes(ws.path, "diff", "--cached", "--binary", "--no-color", "--no-ext-diff", ws.base_commit,
+        return git_bytes(ws.path, "diff", "--cached", "--binary", "--no-color", "--no-ext-diff", "--no-textconv",
+                         ws.base_commit,
                          env=env)
 
 

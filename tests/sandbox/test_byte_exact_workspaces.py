@@ -1,0 +1,105 @@
+"""Workspaces hold the committed bytes whatever `.gitattributes` declares, and their diffs are of bytes.
+
+The fixture repository declares what real projects declare (a `working-tree-encoding` iconv does not know, as
+Sphinx's does; a filter whose command does not exist; CRLF with `text=auto`; `ident`; an LFS pointer), and holds
+latin-1 and CRLF files. Its content is committed before its `.gitattributes`, so the commit holds exactly the
+bytes written here.
+"""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sandbox.limits import ResourceLimits
+from sandbox.select import open_sandbox
+from sandbox.workspace import commit_patch_to_branch, create_workspace, remove_workspace, workspace_diff
+
+ATTRIBUTES = b"""* text=auto
+*.inc working-tree-encoding=no-such-encoding
+*.dat filter=does-not-exist
+*.c ident
+*.bin filter=lfs diff=lfs merge=lfs -text
+"""
+FILES = {
+    "latin1.inc": "caf\u00e9 cr\u00e8me\n".encode("latin-1"),
+    "crlf.txt": b"one\r\ntwo\r\n",
+    "data.dat": b"raw data, no filter runs\n",
+    "ident.c": b"/* $Id$ */\nint x;\n",
+    "model.bin": b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"a" * 64 + b"\nsize 12345\n",
+}
+
+
+def git(repo: Path, *args: str, input: bytes | None = None) -> bytes:
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@x", *args], input=input,
+                          check=True, capture_output=True).stdout
+
+
+def committed(repo: Path, rev: str, path: str) -> bytes:
+    return git(repo, "cat-file", "blob", f"{rev}:{path}")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """Built with plumbing (`hash-object --no-filters`): the attributes never touch the committed bytes."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "config", "filter.does-not-exist.smudge", "/nonexistent/smudge-command")
+    git(repo, "config", "filter.does-not-exist.clean", "/nonexistent/clean-command")
+    git(repo, "config", "filter.does-not-exist.required", "true")
+    for name, data in {**FILES, ".gitattributes": ATTRIBUTES}.items():
+        (repo / name).write_bytes(data)
+        blob = git(repo, "hash-object", "-w", "--no-filters", name).decode().strip()
+        git(repo, "update-index", "--add", "--cacheinfo", f"100644,{blob},{name}")
+    tree = git(repo, "write-tree").decode().strip()
+    commit = git(repo, "commit-tree", tree, "-m", "content and attributes").decode().strip()
+    git(repo, "update-ref", "HEAD", commit)
+    return repo
+
+
+def user_checkout_snapshot(repo: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in repo.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("backend", ["bwrap", "local"])
+def test_workspace_holds_committed_bytes_and_diffs_only_the_agents_change(repo: Path, tmp_path: Path, backend: str):
+    for name, data in FILES.items():
+        assert committed(repo, "HEAD", name) == data  # the fixture is what it claims
+    before = user_checkout_snapshot(repo)
+    ws = create_workspace(repo, "HEAD", tmp_path / "ws")
+    try:
+        for name, data in FILES.items():
+            assert (ws.path / name).read_bytes() == data, name
+        box = open_sandbox(backend, ws, ResourceLimits(cpu_seconds=20, memory_mb=256, max_processes=64))
+        try:
+            assert workspace_diff(ws) == b""  # nothing reads as changed: no conversion, no filter
+            ran = box.execute("printf 'na\\xefve\\r\\n' >> latin1.inc && printf 'three\\r\\n' >> crlf.txt", timeout=30)
+            assert ran.returncode == 0, ran.output
+            patch = box.diff()
+        finally:
+            box.close()
+        assert b"latin1.inc" in patch and b"crlf.txt" in patch
+        assert not any(name.encode() in patch for name in ("data.dat", "ident.c", "model.bin"))
+        sha = commit_patch_to_branch(repo, ws.base_commit, patch, "nightowl/bytes", "append")
+    finally:
+        remove_workspace(ws)
+    assert committed(repo, sha, "latin1.inc") == FILES["latin1.inc"] + b"na\xefve\r\n"
+    assert committed(repo, sha, "crlf.txt") == FILES["crlf.txt"] + b"three\r\n"
+    for name in ("data.dat", "ident.c", "model.bin"):
+        assert committed(repo, sha, name) == FILES[name]
+    assert user_checkout_snapshot(repo) == before
+
+
+def test_diff_does_not_reread_files_after_the_checkout_changes_owner(repo: Path, tmp_path: Path):
+    """chown (the hand-over to the sandbox user) changes every ctime; git must not hash every file again."""
+    ws = create_workspace(repo, "HEAD", tmp_path / "ws")
+    try:
+        for name in FILES:
+            (ws.path / name).chmod(0o644)  # a metadata change, like chown: ctime moves, content does not
+        trace = subprocess.run(["git", "-C", str(ws.path), "-c", "core.hooksPath=/dev/null", "diff-files",
+                                "--quiet"], capture_output=True, env={"GIT_TRACE_PERFORMANCE": "0", "PATH": "/usr/bin:/bin"})
+        assert trace.returncode == 0  # the stat data still matches: nothing to re-read
+    finally:
+        remove_workspace(ws)
