@@ -26,6 +26,7 @@ from orchestrator.errors import NightowlError, UsageError
 from orchestrator.eval_cli import register as register_eval_commands
 from orchestrator.flywheel_cli import register as register_flywheel_command
 from orchestrator.generate_cli import register as register_generate_commands
+from orchestrator.model_import import register as register_model_commands
 from orchestrator.serve_options import (PASSTHROUGH, SERVING_FLAGS, Adapters, DataParallel, Device, ExpertParallel,
                                         GpuMemory, Lora, MaxLoraRank, MaxLoras, MaxModelLen, ReasoningParser,
                                         TensorParallel, ToolCallParser, announce, log_path_for,
@@ -54,7 +55,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except NightowlError as e:
             console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(getattr(e, "exit_code", 2)) from None
         except (typer.Exit, typer.Abort, typer.BadParameter):
             raise
         except Exception as e:
@@ -285,6 +286,7 @@ register_doctor_command(app, user_errors)
 register_generate_commands(app, user_errors)
 register_eval_commands(app, user_errors)
 register_flywheel_command(app, user_errors)
+register_model_commands(app, user_errors)
 
 
 def main() -> None:

@@ -8,4 +8,9 @@ class UsageError(UserError, ValueError):
     """A bad command-line flag or input file (still a ValueError for code that validates with pydantic)."""
 
 
-__all__ = ["InfrastructureError", "NightowlError", "TaskError", "UsageError", "UserError"]
+class NothingProduced(NightowlError):
+    """A stage ran to its end and produced nothing (0 samples, 0 rows): the run failed, and says why."""
+    exit_code = 1
+
+
+__all__ = ["InfrastructureError", "NightowlError", "NothingProduced", "TaskError", "UsageError", "UserError"]

@@ -79,7 +79,7 @@ def run_model(options: EvalOptions, model: EvalModel) -> bool:
         workers=options.workers, create_branches=False, max_attempts=1, max_steps=options.max_steps,
         max_tokens=options.max_tokens, temperature=options.temperature, tool_choice=options.tool_choice,
         api_key_env=model.api_key_env, sandbox=options.sandbox, task_timeout_s=options.task_timeout_s,
-        command_timeout_s=options.command_timeout_s, deadline=options.deadline),
+        command_timeout_s=options.command_timeout_s, deadline=options.deadline, stop_on_internal_error=True),
         sources=[StaticTaskSource(options.tasks, name=str(options.tasks_file))])
     started = time.monotonic()
     report = shift.run(install_signals=True)

@@ -28,6 +28,11 @@ from training.recall import line_recall
 from training.svg_prompts import actions_of, pr_messages, self_check_messages, t1_task
 
 SAMPLES_FILE = "samples.jsonl"
+INFRASTRUCTURE_EXITS = frozenset({"internal_error", "infrastructure_error", "sandbox_error", "server_unavailable",
+                                  "setup_error", "model_error"})
+"""A stage that ended so failed for reasons of the machine, a server or nightowl itself, not the model's work."""
+INFRASTRUCTURE_DROP = "infrastructure"
+"""The reason prefix of samples dropped for INFRASTRUCTURE_EXITS: a re-run of the same command retries them."""
 
 
 class GenerateSettings(BaseModel):
@@ -98,6 +103,9 @@ class Generation:
         added = add_samples(store, [(sample_id(i), ref) for i, ref in enumerate(self.planned)])
         if added:
             shift.events.emit("samples_added", count=added)
+        revived = revive_infrastructure_drops(store)
+        if revived:
+            shift.events.emit("samples_retried", count=revived, why="dropped for infrastructure reasons before")
         for row in samples(store):
             if row.stage not in ("done", "dropped"):
                 self.advance(shift, row.id)
@@ -129,7 +137,12 @@ class Generation:
             result = db.execute("SELECT * FROM results WHERE task_id=?", (task_id,)).fetchone()
             run_dir = Path(result["run_dir"]) if result else None
             done = task["state"] == "done" and run_dir is not None
-            event = self.next_step(db, row, done, run_dir)
+            exit_status = result["exit_status"] if result else "infrastructure_error"
+            if exit_status in INFRASTRUCTURE_EXITS:  # not the teacher's doing: dropped now, retried by a re-run
+                message = (result["message"] if result else "") or "no result"
+                event = self.drop(db, row, f"{INFRASTRUCTURE_DROP}: {row.stage} ended {exit_status}: {message[:300]}")
+            else:
+                event = self.next_step(db, row, done, run_dir)
         shift.events.emit("sample_stage", sample=sid, **event)
         if event.get("stage") == "done":
             with shift.store.lock:
@@ -139,7 +152,7 @@ class Generation:
     def next_step(self, db: Any, row: SampleRow, done: bool, run_dir: Path | None) -> dict[str, Any]:
         """Moves the sample past its finished stage; returns what happened (for the event log)."""
         if row.stage == "t1":
-            traj = read_trajectory(run_dir) if done and run_dir else None
+            traj = read_trajectory(run_dir) if run_dir else None
             patch = traj.patch if traj and traj.exit_status == ExitStatus.submitted else ""
             if not patch.strip():
                 return self.retry_t1(db, row, rollout_failure("T1", traj))
@@ -168,7 +181,7 @@ class Generation:
             self.queue_stage(db, sample(db, row.id))
             return {"stage": "t2"}
         if row.stage == "t2":
-            traj = read_trajectory(run_dir) if done and run_dir else None
+            traj = read_trajectory(run_dir) if run_dir else None
             patch = traj.patch if traj and traj.exit_status == ExitStatus.submitted else ""
             if not patch.strip():
                 why = rollout_failure("T2", traj)
@@ -214,6 +227,21 @@ class Generation:
         elif row.stage == "t2":
             add_stage_task(db, task_id, row.id, "t2", "agent", "student", row.pr or "", row.commit_sha,
                            self.settings.max_steps)
+
+
+def revive_infrastructure_drops(store: Store) -> int:
+    """Samples a failed machine, server or bug dropped go back to the stage that failed, with a fresh task."""
+    with store.tx() as db:
+        rows = db.execute("SELECT id, reason FROM samples WHERE stage='dropped' AND reason LIKE ?",
+                          (f"{INFRASTRUCTURE_DROP}: %",)).fetchall()
+        for sid, reason in rows:
+            stage = reason.split(": ", 1)[1].split(" ", 1)[0]
+            row = sample(db, sid)
+            update_sample(db, sid, stage=stage, reason=None)
+            db.execute("UPDATE tasks SET state='queued', attempts=0, infra_retries=0, error=NULL WHERE id=?",
+                       (stage_task_id(sid, stage, row.t1_try),))
+            db.execute("DELETE FROM results WHERE task_id=?", (stage_task_id(sid, stage, row.t1_try),))
+    return len(rows)
 
 
 def rollout_failure(name: str, traj: Trajectory | None) -> str:

@@ -10,7 +10,7 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
-from orchestrator.errors import UsageError
+from orchestrator.errors import NothingProduced, UsageError
 from orchestrator.shift_cli import EXIT_STOPPED, check_sandbox, parse_deadline
 
 
@@ -161,7 +161,8 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
                                task_timeout_s=task_timeout, max_attempts=1, stall_s=stall, sandbox=sandbox,
                                model_timeout_s=model_timeout, model_retries=model_retries, max_tokens=max_tokens,
                                temperature=temperature,
-                               tool_choice=tool_choice, extra_body=body, request_errors_count=True)
+                               tool_choice=tool_choice, extra_body=body, request_errors_count=True,
+                               stop_on_internal_error=True)
         generation = Generation(plan.functions, pool, GenerateSettings(seed=seed, max_steps=max_steps),
                                 binding={"seed": seed, "commits_arg": commits_arg, "commits": resolved})
         runner = Shift(options, stages=generation)
@@ -183,3 +184,16 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
                       f"samples: {out_dir / 'samples.jsonl'}")
         if not report.complete:
             raise typer.Exit(EXIT_STOPPED)
+        if not stages.get("stages", {}).get("done"):
+            raise NothingProduced(f"generate finished with 0 samples in {out_dir}: {why_dropped(stages)}")
+
+
+def why_dropped(stages: dict[str, Any]) -> str:
+    """`N dropped: reason (count, e.g. "first message"), ...`: why a generation produced nothing."""
+    dropped = stages.get("dropped") or {}
+    if not dropped:
+        return "no sample was dropped either (nothing ran?)"
+    examples = stages.get("dropped_examples") or {}
+    parts = [f"{reason} ({count}, e.g. {examples.get(reason, '')[:200]!r})" for reason, count in
+             sorted(dropped.items(), key=lambda kv: -kv[1])]
+    return f"{sum(dropped.values())} dropped: " + "; ".join(parts)

@@ -79,6 +79,9 @@ class ShiftOptions(BaseModel):
     max_steps: int = Field(default=_default(AgentConfig, "max_steps"), gt=0)
     task_timeout_s: float = Field(default=_default(AgentConfig, "max_wall_s"), gt=0)
     max_attempts: int = Field(default=2, gt=0)
+    stop_on_internal_error: bool = False
+    """A bug in one attempt stops the shift (the CLI exits 70 with the crash log) instead of costing the attempt;
+    the attempt does not count, so a re-run after the fix runs it again."""
     max_infra_retries: int = Field(default=20, ge=0)
     """Attempts ended by a server fault are re-queued this many times without counting as attempts."""
     stall_s: float = Field(default=900, gt=0)
@@ -169,7 +172,8 @@ class Shift:
         self.signals = 0
         self.started = time.time()
         self.finished = False
-        self.fatal: UserError | None = None
+        self.fatal: Exception | None = None
+        """Raised by `run` once the workers stopped: set-up every task needs (a UserError), or a bug."""
         self.events: EventLog
         self.store: Store
         self.pools: list[PoolGroup] = []
@@ -402,6 +406,12 @@ class Shift:
                 return
             except Exception as e:  # a bug: the traceback goes to the event log, the attempt counts
                 self.events.emit("internal_error", run_id=attempt.run_id, traceback=traceback.format_exc())
+                if self.opt.stop_on_internal_error:
+                    self.fatal = e
+                    self.finish(state, ExitStatus.internal_error.value, f"internal error: {type(e).__name__}: {e}",
+                                counts=False)
+                    self.stop("fatal", f"internal error in {attempt.run_id}: {type(e).__name__}: {e}", hard=True)
+                    return
                 self.finish(state, ExitStatus.internal_error.value, f"internal error: {type(e).__name__}: {e} "
                             "(traceback in events.jsonl)", counts=True)
                 return

@@ -275,6 +275,8 @@ class Store:
                        "WHERE id=?", (exit_status, reason, steps, tokens, now, attempt_id))
             if task["state"] in ("done", "failed"):
                 return task["state"]
+            if not counts and repeats_last_failure(db, attempt, exit_status, reason):
+                counts = True  # the same infrastructure failure twice in a row is this task's, not a passing fault
             attempts = task["attempts"] + (1 if counts else 0)
             infra = task["infra_retries"] + (0 if counts else 1)
             if final or attempts >= max_attempts or infra > max_infra_retries:
@@ -327,3 +329,14 @@ class Store:
     def total_tokens(self) -> int:
         with self.lock:
             return self.db.execute("SELECT COALESCE(SUM(tokens), 0) FROM attempts").fetchone()[0]
+
+
+def repeats_last_failure(db: sqlite3.Connection, attempt: AttemptRow, exit_status: str, reason: str) -> bool:
+    """An infrastructure error identical (run ids aside) to the one that ended the task's previous attempt."""
+    if exit_status != "infrastructure_error":
+        return False
+    previous = db.execute("SELECT run_id, exit_status, reason FROM attempts WHERE task_id=? AND id<>? AND "
+                          "state='finished' ORDER BY id DESC LIMIT 1", (attempt.task_id, attempt.id)).fetchone()
+    if previous is None or previous["exit_status"] != exit_status:
+        return False
+    return (previous["reason"] or "").replace(previous["run_id"], "<run>") == reason.replace(attempt.run_id, "<run>")
