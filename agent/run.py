@@ -55,6 +55,8 @@ class RunOutcome(BaseModel):
     branch_error: str | None = None
     """Why the agent's submitted patch did not become a branch (the patch is still in patch.diff)."""
     steps: int
+    left_out: list[dict[str, str]] = Field(default_factory=list)
+    """Paths kept out of the patch and branch (symlinks leading outside the repository, special files)."""
 
 
 def new_run_id() -> str:
@@ -124,7 +126,7 @@ def run_task(request: RunRequest, model: Model | None = None,
         remove_workspace(workspace)
     return RunOutcome(run_id=run_id, exit_status=trajectory.exit_status, run_dir=run_dir,
                       trajectory_path=trajectory_path, patch_path=patch_path, branch=branch,
-                      branch_error=branch_error, steps=len(trajectory.steps))
+                      branch_error=branch_error, steps=len(trajectory.steps), left_out=trajectory.left_out)
 
 
 def make_branch(repo: Path, base_commit: str, patch: bytes, branch: str, task: str,
@@ -145,4 +147,4 @@ def commit_message(task: str, run_id: str) -> str:
 def outcome_json(outcome: RunOutcome) -> dict[str, Any]:
     return {"run_id": outcome.run_id, "exit_status": outcome.exit_status.value,
             "patch_path": str(outcome.patch_path), "trajectory_path": str(outcome.trajectory_path),
-            "branch": outcome.branch, "branch_error": outcome.branch_error}
+            "branch": outcome.branch, "branch_error": outcome.branch_error, "left_out": outcome.left_out}

@@ -70,7 +70,10 @@ class StepRecord(BaseModel):
     usage: Usage
     raw_response: dict[str, Any]
     parse_source: str
-    """native | hermes | fenced | none"""
+    """native | hermes | xml | fenced | bare_json | fenced_bash | none (agent/parsing.py)"""
+    recovered: str | None = None
+    """The reply text the calls were parsed from when they were not native `tool_calls` (the history holds them
+    re-expressed as `tool_calls`)."""
     parse_errors: list[str] = Field(default_factory=list)
     executions: list[ToolExecution] = Field(default_factory=list)
     tools_duration_s: float = 0.0
@@ -93,6 +96,9 @@ class Trajectory(BaseModel):
     exit_message: str = ""
     patch: str = ""
     """The patch as text (bytes that are not UTF-8 shown as U+FFFD); patch.diff beside it holds the exact bytes."""
+    left_out: list[dict[str, str]] = Field(default_factory=list)
+    """Paths kept out of the patch and the branch, each {"path", "reason"}: symlinks leading outside the
+    repository, special files (sandbox/safe_patch.py)."""
     usage: Usage = Field(default_factory=Usage)
     parse_failures: int = 0
     started_at: str = Field(default_factory=lambda: now_iso())

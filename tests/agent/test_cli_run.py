@@ -25,7 +25,7 @@ def test_run_json_then_show(user_repo, tmp_path):
                         server.model, "--out", tmp_path / "runs", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert set(result) == {"run_id", "exit_status", "patch_path", "trajectory_path", "branch", "branch_error"}
+    assert set(result) == {"run_id", "exit_status", "patch_path", "trajectory_path", "branch", "branch_error", "left_out"}
     assert result["exit_status"] == "submitted" and result["branch"] == f"nightowl/{result['run_id']}"
     assert "+    return a + b" in Path(result["patch_path"]).read_text()
     assert "RUNNING WITHOUT A SANDBOX" not in proc.stderr
