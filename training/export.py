@@ -286,6 +286,15 @@ def write_dataset(out: Path, train: list[dict], val: list[dict], meta: dict[str,
         raise
 
 
+def nothing_exported(options: ExportOptions, candidates: int, dropped: dict[str, int]) -> str:
+    sources = ", ".join(str(s) for s in options.sources)
+    if not candidates:
+        return (f"nothing to export: no trajectories in {sources} (a shift's runs/*/trajectory.json or a generate "
+                "directory's samples.jsonl; `nightowl status DIR` says why a run produced none)")
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(dropped.items(), key=lambda kv: -kv[1]))
+    return f"nothing to export: all {candidates} trajectories in {sources} were dropped ({reasons}); {options.out} not written"
+
+
 def export(options: ExportOptions) -> ExportReport:
     import time
 
@@ -299,6 +308,8 @@ def export(options: ExportOptions) -> ExportReport:
         if row is not None:
             row["metadata"]["group"] = cand.group
             rows.append(row)
+    if not rows:
+        raise ExportError(nothing_exported(options, len(candidates), exporter.dropped))
     train, val = split_rows(rows, options.val_share)
     write_dataset(options.out, train, val, card(options, train, val, exporter, len(candidates)))
     return ExportReport(out=options.out, candidates=len(candidates), rows={"train": len(train), "val": len(val)},

@@ -192,25 +192,45 @@ def copy_tokenizer(base: str, out: Path) -> None:
             shutil.copyfile(source, out / name)
 
 
-def train(opt: TrainOptions, log: Any = print) -> dict[str, Any]:
-    from transformers import DataCollatorWithFlattening, Trainer, TrainerCallback, TrainingArguments
+def empty_dataset_message(data: Path, max_length: int, too_long: int) -> str:
+    """Why there is nothing to train on: an empty export (and what it was exported from), or rows too long."""
+    if too_long:
+        return f"no training row fits --max-length {max_length} ({too_long} too long)"
+    try:
+        card = json.loads((data / "dataset.json").read_text(encoding="utf-8"))
+        origin = (f"exported from {', '.join(card.get('sources') or ['?'])}: {card.get('candidates', '?')} "
+                  f"trajectories, dropped {card.get('dropped') or 'none'}")
+    except (OSError, ValueError):
+        origin = "no dataset.json beside it"
+    return f"{data / 'train.jsonl'} holds no rows, nothing to train on ({origin})"
 
+
+def train(opt: TrainOptions, log: Any = print) -> dict[str, Any]:
+    from transformers import DataCollatorWithFlattening, TrainerCallback, TrainingArguments
+
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    device = pick_device()
+    estimate, targets = check_plan(opt, device, log if rank0 else None)
     validate(opt)
     tokenizer = load_tokenizer(opt.base)
     train_rows, dropped = encode_rows(tokenizer, read_rows(opt.data / "train.jsonl"), opt.max_length)
     val_path = opt.data / "val.jsonl"
     val_rows, val_dropped = encode_rows(tokenizer, read_rows(val_path) if val_path.is_file() else [], opt.max_length)
     if not train_rows:
-        raise TrainingError(f"no training row fits --max-length {opt.max_length} ({dropped} too long)")
+        raise TrainingError(empty_dataset_message(opt.data, opt.max_length, dropped))
     mask = verify_masks(tokenizer, train_rows)
     val_mask = verify_masks(tokenizer, val_rows) if val_rows else MaskReport()
-    rank0 = int(os.environ.get("RANK", "0")) == 0
     if rank0:
         log(f"mask check passed: {mask.rows} rows, {mask.supervised_tokens}/{mask.tokens} tokens supervised "
             f"({mask.share:.1%}), {mask.supervised_end_tokens}/{mask.assistant_turns} assistant end tokens")
 
-    device = pick_device()
-    model = load_model(opt, device)
+    if device == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    model = load_model(opt, device, targets.modules if targets else None)
+    if targets is None and not opt.full:
+        targets = lora_choice(model.get_base_model())
     attention = getattr(model.config, "_attn_implementation", None)
     packing = opt.packing == "on" or (opt.packing == "auto" and attention in FLASH_ATTENTION)
     checkpointing = opt.gradient_checkpointing if opt.gradient_checkpointing is not None else device == "cuda"

@@ -164,9 +164,12 @@ def test_truncation_cuts_after_the_last_fitting_assistant_turn(tmp_path: Path, t
     meta = json.loads((strict / "dataset.json").read_text())
     assert meta["dropped"] == {"too_long": 1} and meta["tokens"]["train"]["rows"] == 1
     # nothing fits: dropped, never cut mid-turn
-    tiny_budget = run_export(tmp_path, shift, name="tiny", val_share=0.0, tokenizer=str(tiny_model_dir),
-                             max_tokens=10, min_fit_share=0.0)
-    assert read_rows(tiny_budget / "train.jsonl") == []
+    # nothing fits: dropped, never cut mid-turn; with no row left the export refuses and says why, writing nothing
+    from training.export import ExportError
+    with pytest.raises(ExportError, match=r"all 2 trajectories .* were dropped \(too_long 2\)"):
+        run_export(tmp_path, shift, name="tiny", val_share=0.0, tokenizer=str(tiny_model_dir), max_tokens=10,
+                   min_fit_share=0.0)
+    assert not (tmp_path / "tiny").exists()
 
 
 def test_datasets_loads_the_export(tmp_path: Path) -> None:
@@ -200,3 +203,24 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path: Path) -> None
     with pytest.raises(ExportError, match="not empty"):
         export(ExportOptions(sources=[shift], out=taken))
     assert (taken / "keep.txt").read_text() == "mine" and not (tmp_path / "ds").exists()
+
+
+def test_an_empty_source_is_refused_naming_it(tmp_path: Path) -> None:
+    from training.export import ExportError
+    empty = tmp_path / "gen"
+    empty.mkdir()
+    (empty / "samples.jsonl").write_text("")
+    with pytest.raises(ExportError, match=r"nothing to export: no trajectories in .*gen"):
+        run_export(tmp_path, empty)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_train_on_an_empty_dataset_says_where_it_came_from(tmp_path: Path) -> None:
+    from training.train import empty_dataset_message
+    data = tmp_path / "ds"
+    data.mkdir()
+    (data / "train.jsonl").write_text("")
+    (data / "dataset.json").write_text(json.dumps({"sources": ["/runs/gen"], "candidates": 4, "dropped": {"too_long": 4}}))
+    said = empty_dataset_message(data, 32768, 0)
+    assert "holds no rows" in said and "/runs/gen" in said and "4 trajectories" in said and "too_long" in said
+    assert "too long" in empty_dataset_message(data, 512, 3)
