@@ -144,7 +144,8 @@ class Flywheel:
         if proc.returncode == EXIT_STOPPED:
             return None
         if proc.returncode != 0:
-            raise UsageError(f"{step} failed (exit {proc.returncode}); see {rdir / f'{step}.log'}, then re-run")
+            raise UsageError(f"{step} failed (exit {proc.returncode}): {last_error_line(rdir / f'{step}.log')}; "
+                             f"see {rdir / f'{step}.log'}, then re-run")
         text = proc.stdout.decode(errors="replace").strip()
         try:
             return json.loads(text) if text.startswith("{") else {"output": text[-2000:]}
@@ -247,3 +248,10 @@ def report(n: int, line: dict[str, Any], models: list[dict[str, Any]], steps: di
             f"Export: {data.get('output', '')}", "",
             "| step | seconds |", "|---|---|"] + [f"| {s} | {fmt(v, 1)} |" for s, v in line["seconds"].items()]
     return "\n".join(out) + "\n"
+
+
+def last_error_line(log: Path) -> str:
+    """The step's own one-line reason (nightowl's `error:` / `internal error` line), else its last line."""
+    lines = [line.strip() for line in log.read_bytes().decode(errors="replace").splitlines() if line.strip()]
+    said = [line for line in lines if line.startswith(("error:", "internal error"))]
+    return (said or lines or ["(no output)"])[-1][:500]

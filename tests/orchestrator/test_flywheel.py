@@ -67,3 +67,24 @@ def test_two_rounds_promote_only_the_better_one_and_survive_kill_9(tmp_path: Pat
     report = (out / "round-2" / "report.md").read_text()
     assert "verdict **worse**" in report and "not promoted" in report
     assert all(isinstance(v, float) for v in rounds[0]["seconds"].values())
+
+
+def test_a_round_stops_at_the_first_step_that_produced_nothing(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """A teacher that never submits: generate exits non-zero with its reasons; the flywheel stops there, says
+    why in one line, and neither exports nor trains on nothing."""
+    repo, out = tmp_path / "calc", tmp_path / "fly"
+    subprocess.run([ROOT / "examples" / "make_example_repo.sh", repo], check=True, capture_output=True)
+
+    def never_submits(request: dict) -> dict:
+        if request_kind(request) in ("t1", "t2"):
+            return {"tool_calls": [{"name": "bash", "arguments": {"command": "ls"}}]}
+        return teacher(request)
+
+    with ScriptedServer(never_submits, model="scripted") as t, ScriptedServer(student, model=str(tiny_model_dir)) as s:
+        proc = subprocess.run(flywheel_cmd(repo, out, 1, tiny_model_dir, s.base_url, t.base_url), cwd=ROOT,
+                              capture_output=True, text=True, timeout=900)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "generate failed (exit 1)" in errors[0] and "0 samples" in errors[0]
+    assert "t1_exhausted" in errors[0] and "Traceback" not in proc.stderr
+    assert not (out / "round-1" / "generate.json").exists() and not (out / "round-1" / "export.log").exists()
