@@ -10,14 +10,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from agent.model import REASONING_KEY, ContextWindowExceeded, Model, ModelCallFailed
 from agent.parsing import ParsedMessage, ToolCall, parse_message
 from agent.prompts import render
-from agent.tools import ToolBox
+from agent.tools import ToolBox, default_tools
+from agent.tools.specs import ShellMode
 from agent.trajectory import ExitStatus, StepRecord, ToolExecution, Trajectory, Usage, now_iso
 from sandbox.base import Sandbox, SandboxError
+from sandbox.safe_patch import describe_left_out, safe_patch
 
 CHARS_PER_TOKEN_ESTIMATE = 3.0
 """Conservative (code tokenizes at ~3.5-4 chars/token); only used for text not yet counted by the server."""
@@ -41,6 +43,22 @@ class AgentConfig(BaseModel):
     """Consecutive replies without a usable tool call before the run ends with `format_error`."""
     stuck_repeats: int = Field(default=3, gt=1)
     """The same action with the same observation this many times in a row ends the run with `stuck`."""
+    shell: ShellMode = "persistent"
+    """`persistent`: one bash session per run (cd, variables, venvs carry over; background processes run until the
+    end); `stateless`: a fresh shell per command. The `bash` tool's description says which."""
+    tools: list[str] = Field(default_factory=lambda: [tool.name for tool in default_tools()])
+    """The tools offered, by name, from bash, str_replace_editor and submit (e.g. ["bash", "submit"] for models
+    trained bash-only, whose single ```bash block is then understood as a call)."""
+
+    @field_validator("tools")
+    @classmethod
+    def known_tools(cls, names: list[str]) -> list[str]:
+        known = [tool.name for tool in default_tools()]
+        if unknown := [n for n in names if n not in known]:
+            raise ValueError(f"unknown tools {unknown}; the tools are {known}")
+        if not names:
+            raise ValueError("at least one tool is needed")
+        return names
 
 
 class Agent:
@@ -49,7 +67,8 @@ class Agent:
                  should_stop: Callable[[], bool] = lambda: False):
         self.model, self.sandbox, self.config, self.traj = model, sandbox, config, trajectory
         self.on_step, self.should_stop = on_step, should_stop
-        self.tools = ToolBox(sandbox, config.command_timeout_s, config.observation_cap)
+        self.tools = ToolBox(sandbox, config.command_timeout_s, config.observation_cap, shell=config.shell,
+                             tools=[tool for tool in default_tools(config.shell) if tool.name in config.tools])
         self.format_errors = 0
         self.recent_actions: list[str] = []
         self.started = time.monotonic()
@@ -92,15 +111,16 @@ class Agent:
             return self.finish(ExitStatus.model_error, str(e))
         self.last_usage = response.usage
         self.traj.usage = self.traj.usage + response.usage
-        parsed = parse_message(response.message)
+        parsed = parse_message(response.message, self.traj.tools)
         self.traj.messages.append(history_message(response.message, parsed))
         self.counted_messages = len(self.traj.messages)
         record = StepRecord(index=len(self.traj.steps), started_at=started_at, model_duration_s=time.monotonic() - t0,
                             usage=response.usage, raw_response=response.raw, parse_source=parsed.source,
-                            parse_errors=list(parsed.errors))
+                            recovered=parsed.recovered, parse_errors=list(parsed.errors))
         self.traj.steps.append(record)
 
         t1 = time.monotonic()
+        self.tools.begin_reply()
         executions = [self.tools.execute(call) for call in parsed.calls]
         record.executions = executions
         record.tools_duration_s = time.monotonic() - t1
@@ -163,8 +183,17 @@ class Agent:
     def finish(self, status: ExitStatus, message: str) -> ExitStatus:
         self.traj.exit_status, self.traj.exit_message = status, message
         try:
-            self.patch = self.sandbox.diff()
+            self.tools.close()  # background processes end before the patch is taken
+        except Exception as e:
+            self.traj.exit_message += f"; could not close the shell session: {e}"
+        try:
+            # Symlinks leading outside the repository and special files never reach the patch or the branch.
+            patch, left_out = safe_patch(self.sandbox.diff(), self.sandbox.host_path(self.sandbox.root))
+            self.patch = patch
             self.traj.patch = self.patch.decode(errors="replace")
+            self.traj.left_out = [item.model_dump() for item in left_out]
+            if left_out:
+                self.traj.exit_message += f"; left out of the patch: {describe_left_out(left_out)}"
         except Exception as e:  # the patch is best effort once the run is over; the status says why it ended
             self.traj.exit_message += f"; could not compute the patch: {e}"
         self.traj.finished_at = now_iso()

@@ -26,7 +26,10 @@ from sandbox.files import WorkspaceBackedFiles, WorkspaceFiles
 from sandbox.limits import ResourceLimits, apply_rlimits
 from sandbox.policy import Policy
 from sandbox.process import run_process
+from sandbox.repo_config import ENV_INSIDE
 from sandbox.selfcheck import self_check
+from sandbox.shell import ShellSession
+from sandbox.shims import make_support_dir
 from sandbox.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,9 @@ ALWAYS_PROTECTED_DIRS = (".git/hooks", ".git/info")
 CONTAINER_DIRS = ("/root", "/home", "/run")
 """Hidden, but they hold declared mounts' parents (/root/.pyenv): the self-check probes the secrets in them."""
 OBJECTS_INSIDE = "/.objects"
+SUPPORT_INSIDE = "/.nightowl"
+"""Read-only: `bin/` holds `python`, `pip` and `pip3` (sandbox/shims.py), on PATH after the declared paths;
+`lib/` the shell session's driver."""
 SANDBOX_OWN_DIRS = {"dev", "proc", "sys", "tmp"}
 
 
@@ -158,6 +164,9 @@ class BubblewrapSandbox(WorkspaceBackedFiles):
         self._stage: str | None = None
         self._stage_binds: list[tuple[bytes, bytes]] = []
         self._temp_files: list[str] = []
+        self._sessions: list[ShellSession] = []
+        env_mounted = any(m.inside == ENV_INSIDE for m in policy.mounts)
+        self._support = make_support_dir(env_dir=ENV_INSIDE if env_mounted else None)
         self._closed = False
         try:
             self.argv_prefix = self._build_argv()
@@ -282,6 +291,7 @@ class BubblewrapSandbox(WorkspaceBackedFiles):
         for path in p.writable_paths:
             args += ["--bind", self._source(path), os.path.realpath(path)]
         repo = self._source(self.host_root)
+        args += ["--ro-bind", self._source(self._support), SUPPORT_INSIDE]
         args += ["--bind", repo, REPO]
         for rel in self._protected:
             args += ["--ro-bind", f"{repo}/{rel}", f"{REPO}/{rel}"]
@@ -292,8 +302,7 @@ class BubblewrapSandbox(WorkspaceBackedFiles):
         args += ["--uid", str(p.inside_uid), "--gid", str(p.inside_uid), "--hostname", "nightowl",
                  "--cap-drop", "ALL", "--die-with-parent", "--new-session", "--chdir", REPO, "--clearenv"]
         env = sandbox_environment(home=INSIDE_HOME, allow=p.env_allow)
-        if p.path_prepend:
-            env["PATH"] = ":".join([*p.path_prepend, env["PATH"]])
+        env["PATH"] = ":".join([*p.path_prepend, f"{SUPPORT_INSIDE}/bin", env["PATH"]])
         git_config = {"safe.directory": "*", "user.name": "nightowl", "user.email": "nightowl@localhost",
                       "core.pager": "cat"}
         env["GIT_CONFIG_COUNT"] = str(len(git_config))
@@ -324,8 +333,18 @@ class BubblewrapSandbox(WorkspaceBackedFiles):
         """`launcher_env` is bubblewrap's own environment (cleared inside); the self-check plants a canary there."""
         if self._closed:
             raise SandboxError("the sandbox is closed")
+        # An open shell session shares the run's cgroup: sweeping it would kill the session. The command's pid
+        # namespace still takes everything it started down with it.
         return run_process([*self.argv_prefix, "--", "bash", "-c", command], cwd="/", env=launcher_env or {},
-                           timeout=timeout, preexec=self._preexec, sweep=self._sweep)
+                           timeout=timeout, preexec=self._preexec, sweep=None if self._sessions else self._sweep)
+
+    def open_shell(self) -> ShellSession:
+        if self._closed:
+            raise SandboxError("the sandbox is closed")
+        session = ShellSession([*self.argv_prefix, "--"], cwd="/", env={}, lib=f"{SUPPORT_INSIDE}/lib",
+                               preexec=self._preexec, sweep=self._sweep, on_close=self._sessions.remove)
+        self._sessions.append(session)
+        return session
 
     def diff(self) -> bytes:
         patch = super().diff()
@@ -344,12 +363,16 @@ class BubblewrapSandbox(WorkspaceBackedFiles):
                            secret_paths=[p for p in self.policy.hidden_paths if p not in CONTAINER_DIRS], protected=list(self._protected))
         check["mounts"] = [m.inside for m in self.policy.mounts]
         expected = {p.strip("/").split("/")[0] for p in (*self.policy.system_paths, *check["mounts"],
-                                                        *self.policy.writable_paths, REPO, OBJECTS_INSIDE)}
+                                                        *self.policy.writable_paths, REPO, OBJECTS_INSIDE,
+                                                        SUPPORT_INSIDE)}
         check["unexpected_root_entries"] = sorted(set(check["root_entries"]) - expected - SANDBOX_OWN_DIRS)
         check["isolated"] = check["isolated"] and not check["unexpected_root_entries"]
         return check
 
     def close(self) -> None:
+        for session in list(self._sessions):
+            session.close()
+        shutil.rmtree(self._support, ignore_errors=True)
         if self.cgroup is not None:
             self.cgroup.close()
             self.cgroup = None

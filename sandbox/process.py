@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from sandbox.base import CommandResult
 
@@ -48,17 +49,58 @@ def wait_for_exit(proc: subprocess.Popen, timeout: float) -> int | None:
     return proc.poll()
 
 
-def read_head_and_tail(path: str, limit: int = MAX_CAPTURED_BYTES) -> tuple[str, int]:
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        if size <= limit:
-            return f.read().decode(errors="replace"), 0
-        head = f.read(limit // 2)
-        f.seek(size - limit // 2)
-        tail = f.read()
-    dropped = size - len(head) - len(tail)
-    text = head.decode(errors="replace") + f"\n[... {dropped} bytes of output dropped ...]\n" + tail.decode(errors="replace")
-    return text, dropped
+CONTINUATION_BYTES = bytes(range(0x80, 0xC0))
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Captured:
+    """A command's output as read back: all of it, or its head and tail with true counts of what is between."""
+    head: str
+    tail: str = ""
+    dropped_bytes: int = 0
+    dropped_chars: int = 0
+    """Characters in the dropped bytes (UTF-8: every byte that is not a continuation byte)."""
+    dropped_lines: int = 0
+    """Newlines in the dropped bytes."""
+    size: int = 0
+
+    def result(self, returncode: int | None, timed_out: bool, duration_s: float) -> CommandResult:
+        if not self.dropped_bytes:
+            return CommandResult(output=self.head, returncode=returncode, timed_out=timed_out, duration_s=duration_s,
+                                 output_bytes=self.size)
+        marker = DROPPED_MARKER.format(dropped=self.dropped_bytes)
+        return CommandResult(output=self.head + marker + self.tail, returncode=returncode, timed_out=timed_out,
+                             duration_s=duration_s, clipped_bytes=self.dropped_bytes, clipped_chars=self.dropped_chars,
+                             clipped_lines=self.dropped_lines, head_chars=len(self.head), tail_chars=len(self.tail),
+                             output_bytes=self.size)
+
+
+DROPPED_MARKER = "\n[... {dropped} bytes of output dropped ...]\n"
+
+
+def pread_all(fd: int, size: int, offset: int) -> bytes:
+    chunks = []
+    while size > 0 and (chunk := os.pread(fd, min(size, CHUNK), offset)):
+        chunks.append(chunk)
+        size, offset = size - len(chunk), offset + len(chunk)
+    return b"".join(chunks)
+
+
+def read_head_and_tail(fd: int, limit: int = MAX_CAPTURED_BYTES) -> Captured:
+    """Read what was written to `fd` (a regular file, read from offset 0 without moving its offset): all of it up
+    to `limit` bytes, else `limit / 2` bytes of head and of tail and the counts of what lies between."""
+    size = os.fstat(fd).st_size
+    if size <= limit:
+        return Captured(pread_all(fd, size, 0).decode(errors="replace"), size=size)
+    half = limit // 2
+    head, tail = pread_all(fd, half, 0), pread_all(fd, half, size - half)
+    chars = lines = 0
+    for offset in range(half, size - half, CHUNK):
+        chunk = pread_all(fd, min(CHUNK, size - half - offset), offset)
+        chars += len(chunk.translate(None, CONTINUATION_BYTES))
+        lines += chunk.count(b"\n")
+    return Captured(head.decode(errors="replace"), tail.decode(errors="replace"), size - 2 * half, chars, lines, size)
 
 
 def run_process(argv: Sequence[str], *, cwd: str, env: dict[str, str], timeout: float,
@@ -88,6 +130,5 @@ def run_process(argv: Sequence[str], *, cwd: str, env: dict[str, str], timeout: 
                 sweep()
         timed_out = returncode is None
         out.flush()
-        text, dropped = read_head_and_tail(f"/proc/self/fd/{out.fileno()}")
-    return CommandResult(output=text, returncode=returncode, timed_out=timed_out,
-                         duration_s=time.monotonic() - start, clipped_bytes=dropped)
+        captured = read_head_and_tail(out.fileno())
+    return captured.result(returncode, timed_out, time.monotonic() - start)

@@ -1,5 +1,8 @@
 """`str_replace_editor`: view, create and edit files in the workspace, with SWE-agent's output shapes.
 
+`view` never shows raw control bytes: a binary file (a NUL byte early on, or mostly control bytes) is a one-line
+description with its size and a guess of its type, and a control character in a text file is escaped (`\\x1b`).
+
 Runs host-side through the sandbox's confined file access, so a path (or symlink) that leaves the
 repository, a FIFO or device, or a huge file is refused before anything is read or written. Files keep
 their bytes: a file that is not UTF-8 is edited as latin-1 (one character per byte) and written back in
@@ -11,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from agent.tools.output import fit_lines
+from agent.tools.output import describe_binary, escape_controls, fit_lines, looks_binary
 from agent.tools.specs import EditorArgs
 from sandbox.base import RefusedPath, Sandbox
 from sandbox.errors import NightowlError
@@ -21,6 +24,8 @@ DEFAULT_VIEW_CAP = 16000
 CLIPPED_FILE_NOTE = ("<response clipped><NOTE>To save on context only lines {first}-{last} of the {total} lines "
                      "shown here were included. To see more, call `view` again with `view_range` "
                      "[{next}, {next_end}] (or search with `grep -n` first to find the lines you need).</NOTE>\n")
+BINARY_FILE = ("{path} is a binary file ({description}); `view` shows text files only. Look inside it with bash, "
+               "e.g. `od -c {path} | head`.")
 LONG_LINE_NOTE = ("<response clipped><NOTE>Line {line} alone is longer than this view can show ({length} "
                   "characters); read it with bash, e.g. `sed -n '{line}p' {path} | cut -c1-2000`.</NOTE>\n")
 
@@ -97,11 +102,17 @@ def find_unique(text: str, old: str) -> tuple[int, int, int]:
     return count, raw_at.get(start, -1), raw_at.get(end, -1)
 
 
+def shown_line(line: str) -> str:
+    """A line as `view` shows it: a CR ending (a CRLF line in a file with mixed line ends) dropped, any other
+    control character escaped (`\\x0c`), never passed on raw."""
+    return escape_controls(line.removesuffix("\r"))
+
+
 def numbered(text: str, descriptor: str, first_line: int = 1, cap: int = DEFAULT_VIEW_CAP,
              total_lines: int | None = None) -> str:
     """`cat -n` of `text`, clipped once, on whole lines, to `cap` characters with a note naming the rest."""
     header = f"Here's the result of running `cat -n` on {descriptor}:\n"
-    lines = [f"{i + first_line:6}\t{line}" for i, line in enumerate(text.expandtabs().split("\n"))]
+    lines = [f"{i + first_line:6}\t{shown_line(line)}" for i, line in enumerate(text.expandtabs().split("\n"))]
     body = "\n".join(lines) + "\n"
     if len(header) + len(body) <= cap:
         return header + body
@@ -167,7 +178,9 @@ class Editor:
             listing = "\n".join(directory_listing(host, args.path.rstrip("/") or "/"))
             return (f"Here's the files and directories up to 2 levels deep in {args.path}, "
                     f"excluding hidden items:\n{listing}\n")
-        _, decoded = self.read(args.path)
+        data, decoded = self.read(args.path)
+        if looks_binary(data):
+            return BINARY_FILE.format(path=args.path, description=describe_binary(len(data), data[:512]))
         descriptor = args.path if decoded.encoding == "utf-8" else f"{args.path} (not UTF-8, shown as {decoded.encoding})"
         lines = decoded.text.split("\n")
         if not args.view_range:

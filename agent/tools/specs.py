@@ -22,6 +22,20 @@ Notes for using the `str_replace` command:
 * The `new_str` parameter should contain the edited lines that should replace the `old_str`
 """
 BASH_DESCRIPTION = "runs the given command directly in bash"
+"""SWE-agent's first line; the shell mode follows (`bash_description`)."""
+SHELL_MODES = {
+    "persistent": (
+        "* The shell session persists across calls: the working directory, environment variables and activated "
+        "virtual environments carry over from one command to the next\n"
+        "* Commands run without a terminal and read no input; a command that runs too long is interrupted (as with "
+        "Ctrl-C), and background processes keep running until the task ends"),
+    "stateless": (
+        "* Every call starts a fresh shell in the repository root: `cd`, `export` and `source` do not carry over to "
+        "the next call, so chain dependent commands with `&&` in one call\n"
+        "* Commands run without a terminal and read no input; a command that runs too long is killed, with "
+        "everything it started"),
+}
+ShellMode = Literal["persistent", "stateless"]
 SUBMIT_DESCRIPTION = "submits the current file"
 SCHEMA_KEY_ORDER = ("type", "enum", "items", "description")
 
@@ -57,6 +71,10 @@ class EditorArgs(BaseModel):
 
 class SubmitArgs(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+
+def bash_description(shell: ShellMode) -> str:
+    return f"{BASH_DESCRIPTION}\n{SHELL_MODES[shell]}\n"
 
 
 def parameters_schema(model: type[BaseModel]) -> dict[str, Any]:

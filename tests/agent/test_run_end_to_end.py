@@ -139,14 +139,17 @@ def test_huge_output_is_clipped_head_and_tail(user_repo, tmp_path):
     assert "elided" in observation
 
 
-def test_command_timeout_kills_everything_it_started(user_repo, tmp_path):
+@pytest.mark.parametrize("shell", ["stateless", "persistent"])
+def test_command_timeout_kills_everything_it_started(user_repo, tmp_path, shell):
     # (Escapes from the process group, like setsid, are the isolating sandboxes' job: tests/sandbox.)
+    # Stateless: the timeout kills it all. Persistent: the command is interrupted, its background jobs live on
+    # until the run ends, and then they are killed.
     marker = "nightowl-test-sleeper-7781"
     command = f"bash -c 'exec -a {marker} sleep 300' & (bash -c 'exec -a {marker} sleep 300' &) ; sleep 300"
     with ScriptedServer(by_turn([lambda root: native("bash", command=command)])) as server:
-        outcome = run_task(request_for(user_repo, server, tmp_path, max_steps=1, command_timeout_s=1))
+        outcome = run_task(request_for(user_repo, server, tmp_path, max_steps=1, command_timeout_s=1, shell=shell))
     observation = load_trajectory(outcome.trajectory_path).steps[0].executions[0].observation
-    assert "was killed" in observation
+    assert ("was killed" if shell == "stateless" else "was interrupted") in observation
     leftovers = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
     assert leftovers == []
 
