@@ -263,8 +263,14 @@ class ShellSession:
         restarted = self._restarted_while_idle()
         returncode: int | None = None
         timed_out = False
+        data = command.replace("\0", "").encode() + b"\0"
         try:
-            self._send(command.replace("\0", "").encode() + b"\0", start + timeout)
+            try:
+                self._send(data, start + timeout)
+            except SessionDead:  # no shell read it: start afresh and run it there
+                self._restart()
+                restarted = "died"
+                self._send(data, start + timeout)
             returncode, ended = self._wait(start + timeout)
             restarted = "exit" if ended else restarted
         except TimeoutError:

@@ -57,8 +57,9 @@ TIMEOUT = {
 }
 SHELL_EXITED = ("\n\nThe command exited the shell (exit code {code}). A new shell session was started in {root}: "
                 "the working directory, variables and activated environments were reset.")
-SHELL_DIED = ("The shell session ended unexpectedly and a new one was started in {root}: the working directory, "
-              "variables, activated environments and background processes were reset.\n")
+SHELL_DIED = ("The shell session ended unexpectedly (if that happened while this command ran, it did not finish) "
+              "and a new one was started in {root}: the working directory, variables, activated environments and "
+              "background processes were reset.\n")
 
 Result = tuple[str, int | None]
 """(observation, exit code or None)"""

@@ -19,6 +19,8 @@ CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 BINARY_SAMPLE = 8192
 BINARY_SHARE = 0.1
 """Text where more than this share of a sample is control characters or undecodable bytes is binary."""
+BINARY_MIN_BAD = 16
+"""Fewer such characters than this are escaped, not described (`printf 'a\\0b'`)."""
 MAGIC: tuple[tuple[int, bytes, str], ...] = (
     (0, b"\x7fELF", "an ELF executable or library"), (0, b"\x89PNG", "a PNG image"), (1, b"PNG\r\n", "a PNG image"),
     (0, b"\xff\xd8\xff", "a JPEG image"), (0, b"GIF8", "a GIF image"), (0, b"%PDF", "a PDF document"),
@@ -69,7 +71,7 @@ def looks_binary_text(text: str) -> bool:
     if not sample:
         return False
     bad = len(CONTROL.findall(sample.replace("\r", "").replace("\x1b", ""))) + sample.count("\ufffd")
-    return bad / len(sample) > BINARY_SHARE
+    return bad >= BINARY_MIN_BAD and bad / len(sample) > BINARY_SHARE
 
 
 def guess_type(prefix: bytes) -> str | None:
