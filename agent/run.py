@@ -5,7 +5,9 @@ patch when the agent submitted. Its working tree, index, HEAD and stash are neve
 """
 from __future__ import annotations
 
+import json
 import secrets
+import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +25,9 @@ from sandbox.repo_config import load_repo_config
 from sandbox.policy import Policy
 from sandbox.select import SandboxKind, open_sandbox
 from sandbox.setup_env import environment_policy, prepare_environment
+from sandbox.base import Sandbox
 from sandbox.workspace import commit_patch_to_branch, create_workspace, remove_workspace
+from sandbox.workspace_pool import WorkspacePool
 
 DEFAULT_OUT = Path.home() / ".nightowl" / "runs"
 
@@ -65,7 +69,9 @@ def new_run_id() -> str:
 
 def run_task(request: RunRequest, model: Model | None = None,
              should_stop: Callable[[], bool] = lambda: False,
-             progress: Callable[[Trajectory], None] = lambda t: None) -> RunOutcome:
+             progress: Callable[[Trajectory], None] = lambda t: None,
+             workspaces: WorkspacePool | None = None) -> RunOutcome:
+    """`workspaces`: reuse a pooled checkout (reset to pristine) instead of creating one in the run directory."""
     if not request.task.strip():
         raise TaskError("the task is empty: give a task with --task TEXT or --task-file FILE")
     repo = repo_toplevel(request.repo.expanduser().resolve())
@@ -86,7 +92,8 @@ def run_task(request: RunRequest, model: Model | None = None,
         run_dir.mkdir(parents=True, exist_ok=True)  # `nightowl run` may have put its server's log there already
     except OSError as e:
         raise UserError(f"cannot create the run directory {run_dir}: {e.strerror} (choose another --out)") from None
-    workspace = create_workspace(repo, base_commit, run_dir / "workspace")
+    workspace = (workspaces.acquire(repo, base_commit) if workspaces is not None
+                 else create_workspace(repo, base_commit, run_dir / "workspace"))
     trajectory = Trajectory(
         run_id=run_id, task=request.task, repo=str(repo), base_commit=workspace.base_commit,
         model=request.model.model, base_url=request.model.base_url, tools=[],
@@ -103,7 +110,7 @@ def run_task(request: RunRequest, model: Model | None = None,
         policy = environment_policy(prepared, repo_config, request.limits, base=request.policy)
         sandbox = open_sandbox(request.sandbox, workspace, request.limits, policy)
         try:
-            trajectory.sandbox = dict(sandbox.self_check())
+            trajectory.sandbox = measured_self_check(sandbox, request, run_id)
             agent = Agent(model, sandbox, agent_config, trajectory, should_stop=should_stop)
 
             def save(t: Trajectory) -> None:
@@ -123,10 +130,33 @@ def run_task(request: RunRequest, model: Model | None = None,
                 trajectory.exit_message += f"; no branch: {branch_error}"
                 save_trajectory(trajectory, trajectory_path)
     finally:
-        remove_workspace(workspace)
+        if workspaces is not None:
+            workspaces.release(workspace)
+        else:
+            remove_workspace(workspace)
     return RunOutcome(run_id=run_id, exit_status=trajectory.exit_status, run_dir=run_dir,
                       trajectory_path=trajectory_path, patch_path=patch_path, branch=branch,
                       branch_error=branch_error, steps=len(trajectory.steps), left_out=trajectory.left_out)
+
+
+_self_checks: dict[str, dict[str, Any]] = {}
+_self_checks_lock = threading.Lock()
+
+
+def measured_self_check(sandbox: Sandbox, request: RunRequest, run_id: str) -> dict[str, Any]:
+    """The sandbox's self-check, measured once per process for each backend, policy and limits (it is the same
+    for every rollout that shares them); later trajectories name the run that measured it."""
+    policy = getattr(sandbox, "policy", None) or request.policy
+    key = json.dumps([sandbox.name, request.limits.model_dump(mode="json"),
+                      policy.model_dump(mode="json") if policy else None], sort_keys=True, default=str)
+    with _self_checks_lock:
+        known = _self_checks.get(key)
+    if known is not None:
+        return {**known, "measured_in": known.get("measured_in", known["run_id"])}
+    check = {**sandbox.self_check(), "run_id": run_id}
+    with _self_checks_lock:
+        _self_checks.setdefault(key, check)
+    return check
 
 
 def make_branch(repo: Path, base_commit: str, patch: bytes, branch: str, task: str,

@@ -102,6 +102,8 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         max_tokens: int = typer.Option(4096, "--max-tokens", min=1, help="Most tokens per model reply."),
         tool_choice: str = typer.Option("auto", "--tool-choice", help="auto or required."),
         sandbox: str = typer.Option("auto", "--sandbox", help="auto/bwrap/docker (isolating) or local (no isolation)."),
+        workdir: Optional[Path] = typer.Option(None, "--workdir", help="Where workers keep their reusable workspaces "
+                                               "(default OUT/models/<model>/workspaces; /dev/shm is fastest)."),
         until: Optional[str] = typer.Option(None, "--until", help="Stop at HH:MM (re-run to resume)."),
         seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
         as_json: bool = typer.Option(False, "--json", help="Print the eval object (also saved as OUT/eval.json)."),
@@ -130,7 +132,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
                   for m, u, k in zip(model, urls, keys)]
         options = EvalOptions(repo=top, tasks=specs, tasks_file=tasks.resolve(), models=models, out=out_dir.resolve(),
                               metric=metric, workers=workers, max_steps=max_steps, max_tokens=max_tokens,
-                              tool_choice=tool_choice, sandbox=sandbox, seed=seed,
+                              tool_choice=tool_choice, sandbox=sandbox, seed=seed, workdir=workdir,
                               deadline=parse_until(until) if until else None)
         result, complete = run_eval(options)
         if as_json:

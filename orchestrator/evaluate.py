@@ -45,6 +45,7 @@ class EvalOptions(BaseModel):
     temperature: float = 0.0
     tool_choice: str = "auto"
     sandbox: str = "auto"
+    workdir: Path | None = None
     task_timeout_s: float = Field(default=1800, gt=0)
     command_timeout_s: float = Field(default=300, gt=0)
     check_timeout_s: float = Field(default=600, gt=0)
@@ -79,7 +80,8 @@ def run_model(options: EvalOptions, model: EvalModel) -> bool:
         workers=options.workers, create_branches=False, max_attempts=1, max_steps=options.max_steps,
         max_tokens=options.max_tokens, temperature=options.temperature, tool_choice=options.tool_choice,
         api_key_env=model.api_key_env, sandbox=options.sandbox, task_timeout_s=options.task_timeout_s,
-        command_timeout_s=options.command_timeout_s, deadline=options.deadline, stop_on_internal_error=True),
+        command_timeout_s=options.command_timeout_s, deadline=options.deadline, stop_on_internal_error=True,
+        workdir=options.workdir / model.name.replace("/", "_") if options.workdir else None),
         sources=[StaticTaskSource(options.tasks, name=str(options.tasks_file))])
     started = time.monotonic()
     report = shift.run(install_signals=True)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 from agent.run import RunOutcome, RunRequest, run_task
+from sandbox.workspace_pool import WorkspacePool
 from orchestrator.errors import UsageError
 
 Progress = Callable[[int, int], None]
@@ -18,17 +20,22 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
+    """Attempts in this process's worker threads, each worker reusing a workspace from one pool."""
+    def __init__(self, workdir: Path | None = None):
+        self.workspaces = WorkspacePool(workdir) if workdir is not None else None
+
     def run(self, request: RunRequest, should_stop: Callable[[], bool], progress: Progress) -> RunOutcome:
         return run_task(request, should_stop=should_stop,
-                        progress=lambda t: progress(len(t.steps), t.usage.total_tokens))
+                        progress=lambda t: progress(len(t.steps), t.usage.total_tokens), workspaces=self.workspaces)
 
     def close(self) -> None:
-        pass
+        if self.workspaces is not None:
+            self.workspaces.close()
 
 
-def make_executor(kind: str, ray_address: str | None = None, workers: int = 1) -> Executor:
+def make_executor(kind: str, ray_address: str | None = None, workers: int = 1, workdir: Path | None = None) -> Executor:
     if kind == "local":
-        return LocalExecutor()
+        return LocalExecutor(workdir)
     if kind == "ray":
         from orchestrator.ray_executor import RayExecutor
         return RayExecutor(ray_address, workers)

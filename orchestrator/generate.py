@@ -106,10 +106,12 @@ class Generation:
         revived = revive_infrastructure_drops(store)
         if revived:
             shift.events.emit("samples_retried", count=revived, why="dropped for infrastructure reasons before")
+        # Repair the file (a torn tail from a kill) before anything is appended to it: an append after a torn
+        # line would be lost with it.
+        self.samples_file.sync(store)
         for row in samples(store):
             if row.stage not in ("done", "dropped"):
                 self.advance(shift, row.id)
-        self.samples_file.sync(store)
 
     def task_ended(self, shift: Shift, task_id: str) -> None:
         with shift.store.lock:

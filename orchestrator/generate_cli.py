@@ -108,6 +108,8 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         hours: Optional[float] = typer.Option(None, "--hours", help="Stop after H hours (resumable)."),
         token_budget: Optional[int] = typer.Option(None, "--token-budget", min=1, help="Stop once this many tokens are used."),
         sandbox: str = typer.Option("auto", "--sandbox", help="auto or bwrap (bubblewrap isolation)."),
+        workdir: Optional[Path] = typer.Option(None, "--workdir", help="Where workers keep their reusable workspaces "
+                                               "(default OUT/workspaces; /dev/shm is fastest)."),
         as_json: bool = typer.Option(False, "--json", help="No dashboard; print one JSON object at the end."),
     ) -> None:
         """Soft-verified training data from REPO: T1 change, self-check, synthetic PR, T2 re-implementation, recall."""
@@ -162,7 +164,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
                                model_timeout_s=model_timeout, model_retries=model_retries, max_tokens=max_tokens,
                                temperature=temperature,
                                tool_choice=tool_choice, extra_body=body, request_errors_count=True,
-                               stop_on_internal_error=True)
+                               stop_on_internal_error=True, workdir=workdir)
         generation = Generation(plan.functions, pool, GenerateSettings(seed=seed, max_steps=max_steps),
                                 binding={"seed": seed, "commits_arg": commits_arg, "commits": resolved})
         runner = Shift(options, stages=generation)

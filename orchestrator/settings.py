@@ -124,6 +124,8 @@ class ShiftSettings(Strict):
     stall_s: float = Field(default=default_of(ShiftOptions, "stall_s"), gt=0)
     executor: Literal[EXECUTORS] = "local"  # type: ignore[valid-type]
     ray_address: str | None = None
+    workdir: Path | None = None
+    """Where workers keep their reusable workspaces (default OUT/workspaces; a tmpfs such as /dev/shm is fastest)."""
 
 
 class Settings(BaseModel):

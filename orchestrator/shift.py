@@ -40,6 +40,8 @@ from sandbox.limits import ResourceLimits
 from sandbox.policy import Policy
 from sandbox.select import NoIsolationAvailable, SandboxKind
 
+WORKSPACES = "workspaces"
+"""OUT/workspaces: the workers' reusable checkouts (`--workdir` puts them elsewhere)."""
 INFRA_STATUSES = {ExitStatus.model_error.value, "server_unavailable"}
 
 
@@ -79,6 +81,8 @@ class ShiftOptions(BaseModel):
     max_steps: int = Field(default=_default(AgentConfig, "max_steps"), gt=0)
     task_timeout_s: float = Field(default=_default(AgentConfig, "max_wall_s"), gt=0)
     max_attempts: int = Field(default=2, gt=0)
+    workdir: Path | None = None
+    """Where workers keep their reusable workspaces (default OUT/workspaces); a tmpfs (e.g. /dev/shm) is fastest."""
     stop_on_internal_error: bool = False
     """A bug in one attempt stops the shift (the CLI exits 70 with the crash log) instead of costing the attempt;
     the attempt does not count, so a re-run after the fix runs it again."""
@@ -205,7 +209,8 @@ class Shift:
                 group.pool.check_all()
                 if not group.pool.any_healthy():
                     self.events.emit("dispatch_paused", reason="no healthy model server", roles=list(group.roles))
-            executor = self.executor_override or make_executor(self.opt.executor, self.opt.ray_address, self.opt.workers)
+            executor = self.executor_override or make_executor(self.opt.executor, self.opt.ray_address, self.opt.workers,
+                                                               self.opt.workdir or self.out / WORKSPACES)
             if install_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     old_handlers[sig] = signal.signal(sig, self.on_signal)

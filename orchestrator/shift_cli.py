@@ -70,6 +70,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         temperature: Optional[float] = typer.Option(None, "--temperature", help=default("model.temperature")),
         tool_choice: Optional[str] = typer.Option(None, "--tool-choice", help=default("model.tool_choice", "auto or required.")),
         command_timeout: Optional[float] = typer.Option(None, "--command-timeout", help=default("agent.command_timeout_s")),
+        workdir: Optional[Path] = typer.Option(None, "--workdir", help=default("shift.workdir", "Where workers keep their reusable workspaces (default OUT/workspaces; /dev/shm is fastest).")),
         sandbox: Optional[str] = typer.Option(None, "--sandbox", help=SANDBOX_HELP),
         dangerously_no_sandbox: bool = typer.Option(False, "--dangerously-no-sandbox", help="Run agent commands without isolation."),
         executor: Optional[str] = typer.Option(None, "--executor", help=default("shift.executor", f"{' or '.join(EXECUTORS)} (threads or a Ray cluster).")),
@@ -104,7 +105,8 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
             "model.temperature": (temperature, "--temperature"), "model.tool_choice": (tool_choice, "--tool-choice"),
             "agent.command_timeout_s": (command_timeout, "--command-timeout"),
             "sandbox.kind": (sandbox_flag(sandbox), "--sandbox"), "shift.executor": (executor, "--executor"),
-            "shift.ray_address": (ray_address, "--ray-address"), "model.api_key_env": (api_key_env, "--api-key-env")}))
+            "shift.ray_address": (ray_address, "--ray-address"), "model.api_key_env": (api_key_env, "--api-key-env"),
+            "shift.workdir": (workdir, "--workdir")}))
         s, sh = loaded.settings, loaded.settings.shift
         missing = [flag for flag, value in (("--tasks", sh.tasks), ("--model", s.model.name), ("--out", sh.out))
                    if not value]
@@ -130,7 +132,8 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
                                token_budget=sh.token_budget, max_steps=s.agent.max_steps,
                                task_timeout_s=s.agent.max_wall_s, max_attempts=sh.max_attempts,
                                max_infra_retries=sh.max_infra_retries, stall_s=sh.stall_s, sandbox=kind,
-                               executor=sh.executor, ray_address=sh.ray_address, model_timeout_s=s.model.timeout_s,
+                               executor=sh.executor, ray_address=sh.ray_address, workdir=sh.workdir,
+                               model_timeout_s=s.model.timeout_s,
                                model_retries=s.model.max_retries, max_tokens=s.model.max_tokens,
                                temperature=s.model.temperature, tool_choice=s.model.tool_choice,
                                api_key_env=s.model.api_key_env, command_timeout_s=s.agent.command_timeout_s,

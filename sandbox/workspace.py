@@ -74,7 +74,9 @@ def workspace_diff(ws: Workspace) -> bytes:
     real_index = Path(git(ws.path, "rev-parse", "--git-path", "index").strip())
     if not real_index.is_absolute():
         real_index = ws.path / real_index
-    with tempfile.TemporaryDirectory(prefix="nightowl-index-") as tmp:
+    # Beside the checkout, not in it (the agent could plant a symlink there) nor in /tmp (a kill -9 would leave
+    # it behind): the run directory or pool slot holding the workspace goes with it.
+    with tempfile.TemporaryDirectory(prefix=".nightowl-index-", dir=ws.path.parent) as tmp:
         index = Path(tmp) / "index"
         if real_index.exists():
             shutil.copyfile(real_index, index)

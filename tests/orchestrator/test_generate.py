@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,7 @@ def test_kill_9_during_generation_then_resume(tmp_path):
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        assert any((out / "workspaces").glob(f"nightowl-{proc.pid}-w*"))  # the workers' checkouts, left behind
         killed_at = read_samples(out)
         assert 1 <= len(killed_at) < 6
         assert status(out)["states"]["running"] >= 1  # stages were in flight when it died
@@ -174,6 +176,10 @@ def test_kill_9_during_generation_then_resume(tmp_path):
         assert st["generate"]["stages"]["done"] == 6 and st["states"]["running"] == 0
         events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
         assert any(e["event"] == "attempt_dead" for e in events)  # the killed attempts were found and redone
+    # nothing of the killed process is left: not its workspaces, not its sandbox stages or cgroups
+    assert not list((out / "workspaces").iterdir())
+    assert not [p for p in Path(tempfile.gettempdir()).glob("nightowl-*") if f"-{proc.pid}-" in p.name]
+    assert not list(out.glob("runs/*/workspace")) and not list(out.glob("runs/*/.nightowl-index-*"))
 
 
 @pytest.mark.parametrize("failure", ["failing", "stalled"])
