@@ -109,19 +109,21 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def write_text_atomic(path: Path, data: str) -> None:
-    write_bytes_atomic(path, data.encode("utf-8"))
+def write_text_atomic(path: Path, data: str, durable: bool = True) -> None:
+    write_bytes_atomic(path, data.encode("utf-8"), durable)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory + fsync + rename: a reader never sees a torn file."""
+def write_bytes_atomic(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write via a temp file in the same directory + rename: a reader never sees a torn file. `durable` adds an
+    fsync first, so the file also survives a power loss (a killed process needs only the rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -130,7 +132,9 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def save_trajectory(trajectory: Trajectory, path: Path) -> None:
-    write_text_atomic(path, trajectory.model_dump_json(indent=1))
+    """Rewritten after every step; synced to disk once the run has ended (the steps before are progress, and a
+    crash of the machine ends the run anyway)."""
+    write_text_atomic(path, trajectory.model_dump_json(indent=1), durable=trajectory.exit_status != ExitStatus.running)
 
 
 def load_trajectory(path: Path) -> Trajectory:

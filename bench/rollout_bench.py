@@ -55,7 +55,9 @@ def floor_once(repo: Path, where: Path) -> float:
     target = Path(tempfile.mkdtemp(dir=where, prefix="floor-"))
     started = time.perf_counter()
     subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout", str(repo), str(target / "w")], check=True)
-    subprocess.run(["git", "-C", str(target / "w"), "checkout", "-q", "--detach", "HEAD"], check=True)
+    # plain git, as a user would run it: it may complain about the repository's attributes (Sphinx's do)
+    subprocess.run(["git", "-C", str(target / "w"), "checkout", "-q", "--detach", "HEAD"], check=True,
+                   stderr=subprocess.DEVNULL)
     subprocess.run([find_bwrap() or "bwrap", "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib",
                     "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin", "--bind", str(target / "w"),
                     "/repo", "--proc", "/proc", "--dev", "/dev", "--unshare-all", "--die-with-parent", "true"],
