@@ -124,6 +124,13 @@ def kill_pids(pids: Sequence[int], sig: int = signal.SIGKILL) -> None:
             pass
 
 
+def wait_for(fd: int, event: int, timeout_s: float) -> bool:
+    """Whether `fd` is ready (or closed) within `timeout_s`; poll, not select: fd numbers in a busy shift pass 1024."""
+    poller = select.poll()
+    poller.register(fd, event)
+    return bool(poller.poll(max(0, int(timeout_s * 1000 + 0.999))))
+
+
 def output_file() -> int:
     """An unlinked temporary file opened for append: after the host truncates it, writers start again at 0."""
     fd, path = tempfile.mkstemp(prefix="nightowl-shell-")
@@ -223,8 +230,7 @@ class ShellSession:
         """The next status line; None if none came by `deadline` (None: only what is there already)."""
         while b"\n" not in self._buffer:
             timeout = 0 if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([self._status], [], [], timeout)
-            if not ready:
+            if not wait_for(self._status, select.POLLIN, timeout):
                 return None
             chunk = os.read(self._status, 4096)
             if not chunk:
@@ -307,8 +313,7 @@ class ShellSession:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("write")
-            _, ready, _ = select.select([], [fd], [], remaining)
-            if not ready:
+            if not wait_for(fd, select.POLLOUT, remaining):
                 continue
             try:
                 data = data[os.write(fd, data):]
