@@ -79,7 +79,7 @@ class Agent:
 
     def run(self) -> Trajectory:
         self.traj.tools = self.tools.specs
-        self.traj.messages = [{"role": "system", "content": render("system.j2")},
+        self.traj.messages = [{"role": "system", "content": render("system.j2", tools=list(self.tools.registry))},
                               {"role": "user", "content": render("task.j2", task=self.traj.task,
                                                                  repo_root=self.sandbox.root)}]
         status = None
