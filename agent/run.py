@@ -23,7 +23,7 @@ from sandbox.git import repo_toplevel, resolve_commit
 from sandbox.limits import ResourceLimits
 from sandbox.repo_config import load_repo_config
 from sandbox.policy import Policy
-from sandbox.select import SandboxKind, open_sandbox
+from sandbox.select import SandboxKind, open_sandbox, workspace_owner
 from sandbox.setup_env import environment_policy, prepare_environment
 from sandbox.base import Sandbox
 from sandbox.workspace import commit_patch_to_branch, create_workspace, remove_workspace
@@ -92,8 +92,9 @@ def run_task(request: RunRequest, model: Model | None = None,
         run_dir.mkdir(parents=True, exist_ok=True)  # `nightowl run` may have put its server's log there already
     except OSError as e:
         raise UserError(f"cannot create the run directory {run_dir}: {e.strerror} (choose another --out)") from None
-    workspace = (workspaces.acquire(repo, base_commit) if workspaces is not None
-                 else create_workspace(repo, base_commit, run_dir / "workspace"))
+    owner = workspace_owner(request.sandbox, request.policy)
+    workspace = (workspaces.acquire(repo, base_commit, owner) if workspaces is not None
+                 else create_workspace(repo, base_commit, run_dir / "workspace", owner))
     trajectory = Trajectory(
         run_id=run_id, task=request.task, repo=str(repo), base_commit=workspace.base_commit,
         model=request.model.model, base_url=request.model.base_url, tools=[],

@@ -1,6 +1,8 @@
 """Choosing a sandbox backend by name."""
 from __future__ import annotations
 
+import os
+
 from typing import Literal
 
 from sandbox.base import Sandbox
@@ -40,3 +42,11 @@ def ensure_isolation(kind: SandboxKind, policy: Policy | None = None) -> None:
     problem = bwrap_works(p.run_as_uid, p.run_as_gid)
     if problem is not None:
         raise NoIsolationAvailable(f"no isolating sandbox backend works on this machine ({problem}): {INSTALL_HINT}")
+
+
+def workspace_owner(kind: SandboxKind, policy: Policy | None = None) -> tuple[int, int] | None:
+    """Who the isolating sandbox runs commands as, when nightowl runs as root (else the files stay the user's)."""
+    if kind not in ("auto", "bwrap") or os.geteuid() != 0:
+        return None
+    p = policy or Policy()
+    return p.run_as_uid, p.run_as_gid

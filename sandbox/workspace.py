@@ -34,13 +34,17 @@ command that does not exist here). A `working-tree-encoding` iconv does not know
 
 BYTE_EXACT_CONFIG = {
     "core.autocrlf": "false", "core.safecrlf": "false",
-    # The sandbox user is given the checkout (chown changes every file's ctime): without this, every diff
-    # would re-read every file to learn that nothing changed.
-    "core.trustctime": "false", "core.checkStat": "minimal",
+    # The sandbox hands the checkout to its user before every rollout (a chown, even to the same owner, moves
+    # every ctime): without this, every diff would re-read every file to learn that nothing changed. Size,
+    # mtime, inode and owner are still compared (a `core.checkStat=minimal` missed same-size edits made within
+    # the second of the checkout).
+    "core.trustctime": "false",
 }
 
 
-def create_workspace(repo: Path, commit: str, path: Path) -> Workspace:
+def create_workspace(repo: Path, commit: str, path: Path, owner: tuple[int, int] | None = None) -> Workspace:
+    """`owner`: the sandbox's user, given the checkout here so that the index records it as the files' owner
+    (else git would re-read every file on the first diff after the sandbox's own hand-over)."""
     base = resolve_commit(repo, commit)
     if path.exists():
         raise GitError(f"workspace {path} already exists")
@@ -55,7 +59,21 @@ def create_workspace(repo: Path, commit: str, path: Path) -> Workspace:
         git(path, "update-index", "--skip-worktree", "--", *[m for m in missing if m], check=False)
     # The clone's remote points at the user's repo; drop it so nothing inside can push or fetch there.
     git(path, "remote", "remove", "origin", check=False)
+    if owner is not None:
+        give_worktree(path, owner)
+        git(path, "update-index", "-q", "--refresh", check=False)
     return Workspace(repo=repo, path=path, base_commit=base)
+
+
+def give_worktree(path: Path, owner: tuple[int, int]) -> None:
+    """The checkout's files (not `.git`: the sandbox decides which of it stays root's) to `owner`."""
+    for dirpath, dirnames, filenames in os.walk(path):
+        here = Path(dirpath)
+        if here == path:
+            dirnames[:] = [d for d in dirnames if d != ".git"]
+        os.lchown(here, *owner)
+        for name in filenames:
+            os.lchown(here / name, *owner)
 
 
 def make_byte_exact(path: Path) -> None:

@@ -38,8 +38,8 @@ class WorkspacePool:
         self.created = self.reused = self.discarded = 0
         reap_dead_slots(self.root)
 
-    def acquire(self, repo: Path, commit: str) -> Workspace:
-        """A workspace of `repo` at `commit`: an idle one reset, else a new one."""
+    def acquire(self, repo: Path, commit: str, owner: tuple[int, int] | None = None) -> Workspace:
+        """A workspace of `repo` at `commit`: an idle one reset, else a new one (`owner`: see create_workspace)."""
         base = resolve_commit(repo, commit)
         with self.lock:
             ws = next((w for w in self.idle if w.repo == repo), None)
@@ -61,7 +61,7 @@ class WorkspacePool:
         assert slot is not None
         with self.lock:
             self.slots.add(slot)
-        ws = create_workspace(repo, base, slot / "repo")
+        ws = create_workspace(repo, base, slot / "repo", owner)
         save_pristine(ws)
         with self.lock:
             self.created += 1

@@ -95,17 +95,35 @@ def test_workspace_holds_committed_bytes_and_diffs_only_the_agents_change(repo: 
 
 
 def test_diff_does_not_reread_files_after_the_checkout_changes_owner(repo: Path, tmp_path: Path):
-    """chown (the hand-over to the sandbox user) changes every ctime; git must not take that for a change.
-
-    `git diff-files` does not refresh the index: it lists every entry whose stat data no longer matches, i.e.
-    every file the next `git add -A` would have to read and hash again.
-    """
-    ws = create_workspace(repo, "HEAD", tmp_path / "ws")
+    """The sandbox hands the checkout to its user before every rollout (a chown moves every ctime); git must not
+    take that for a change. `git diff-files` does not refresh the index: it lists every entry whose stat data
+    no longer matches, i.e. every file the next `git add -A` would have to read and hash again."""
+    ws = create_workspace(repo, "HEAD", tmp_path / "ws", owner=(65534, 65534))
     try:
+        assert all((ws.path / name).stat().st_uid == 65534 for name in FILES)
         time.sleep(1.1)  # past git's racy-timestamp window, so the index's stat data is trusted
         for name in FILES:
             os.chown(ws.path / name, 65534, 65534)
-        stale = subprocess.run(["git", "-C", str(ws.path), "diff-files", "--name-only"], capture_output=True)
+        stale = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(ws.path), "diff-files", "--name-only"],
+                               capture_output=True)
         assert stale.returncode == 0 and stale.stdout == b""
     finally:
         remove_workspace(ws)
+
+
+def test_a_same_size_edit_right_after_the_checkout_is_in_the_diff(repo: Path, tmp_path: Path):
+    """Within the second of the checkout, with the same size, through the sandbox's hand-over: only the finer
+    stat data (or the content) can show it."""
+    missed = []
+    for attempt in range(6):
+        ws = create_workspace(repo, "HEAD", tmp_path / f"ws{attempt}", owner=(65534, 65534))
+        box = open_sandbox("bwrap", ws, ResourceLimits(cpu_seconds=20, memory_mb=256, max_processes=64))
+        try:
+            ran = box.execute("tr a-z A-Z < data.dat > x && cat x > data.dat && rm x", timeout=30)
+            assert ran.returncode == 0, ran.output
+            if b"DATA" not in box.diff():
+                missed.append(attempt)
+        finally:
+            box.close()
+            remove_workspace(ws)
+    assert missed == []
