@@ -7,6 +7,7 @@ stopping it never leaves engine subprocesses behind.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import ipaddress
@@ -27,7 +28,8 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, Field
 
-from agent.chat_template import template_uses_reasoning
+from agent.chat_template import (renders_tools, template_uses_reasoning, tool_format_note,
+                                 with_tools_in_system_prompt)
 from orchestrator.checkpoints import (ALLOWED_LORA_RANKS, Adapter, Checkpoint, CheckpointError, Family,
                                       allowed_lora_rank, checkpoint_names, context_note, pick_family, read_adapter,
                                       resolve_checkpoint, unreliable_tool_caller)
@@ -209,6 +211,7 @@ def plan_server(config: ServerConfig, device: Literal["cuda", "cpu"] | None = No
             raise ServingError(f"adapter name {client_model!r} is both the --model adapter and an --adapter")
         adapters.insert(0, checkpoint.adapter.model_copy(update={"name": client_model}))
     served_name = checkpoint.model if checkpoint.adapter else client_model
+    checkpoint, template_args = tools_template(checkpoint, config.extra_args, notes)
     family, tool_parser, reasoning = choose_parsers(config, checkpoint, notes, warnings)
 
     device = device or (detect_device() if config.device == "auto" else config.device)
@@ -218,6 +221,7 @@ def plan_server(config: ServerConfig, device: Literal["cuda", "cpu"] | None = No
     argv = [*base, checkpoint.model, "--served-model-name", served_name, "--host", config.host, "--port", str(port),
             "--enable-auto-tool-choice", "--tool-call-parser", tool_parser]
     argv += ["--reasoning-parser", reasoning] if reasoning else []
+    argv += template_args
     argv += ["--enable-prefix-caching", "--max-model-len", str(config.max_model_len or "auto")]
     auto = config.max_model_len in (None, "auto")
     if note := context_note(checkpoint.config):
@@ -249,6 +253,29 @@ def plan_server(config: ServerConfig, device: Literal["cuda", "cpu"] | None = No
                      secret_env=("VLLM_API_KEY",) if config.api_key else (), client_model=client_model,
                      family=family.name, tool_call_parser=tool_parser, reasoning_parser=reasoning,
                      reasoning_in_history=in_history, lora=bool(lora), notes=notes, warnings=warnings)
+
+
+def tools_template(checkpoint: Checkpoint, extra_args: list[str], notes: list[str]) -> tuple[Checkpoint, list[str]]:
+    """A chat template that does not render tools (SmolLM2's) is served wrapped hermes-style, as training renders
+    it (training/render.py); the wrapper is written to nightowl's cache. A --chat-template of the user's wins."""
+    template = checkpoint.chat_template
+    args: list[str] = []
+    if "--chat-template" in extra_args:
+        return checkpoint, args
+    if template is not None and not renders_tools(template):
+        template = with_tools_in_system_prompt(template)
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nightowl" / "chat-templates"
+        path = cache / f"tools-{hashlib.sha256(template.encode()).hexdigest()[:16]}.jinja"
+        if not path.is_file():
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(template, encoding="utf-8")
+            os.replace(tmp, path)
+        checkpoint = checkpoint.model_copy(update={"chat_template": template})
+        args = ["--chat-template", str(path)]
+    if note := tool_format_note(template):
+        notes.append(note)
+    return checkpoint, args
 
 
 def choose_parsers(config: ServerConfig, checkpoint: Checkpoint, notes: list[str],

@@ -3,7 +3,8 @@
 The mask comes from character spans (render.assistant_spans); the check reads the token stream's ChatML
 structure independently (`<|im_start|>ROLE\\n ... <|im_end|>`), so a wrong mask cannot pass silently: an
 all-zero mask (the classic `{% generation %}` pitfall), an unsupervised end-of-turn token (endless output at
-serving time) or a supervised tool/user/system token all abort training with a clear message.
+serving time) or a supervised tool/user/system token all abort training with a clear message. Once the model is
+loaded, `untrained_special_tokens` checks that every added token the rows hold has a trained embedding row.
 """
 from __future__ import annotations
 
@@ -62,6 +63,8 @@ class MaskReport:
     assistant_turns: int = 0
     supervised_end_tokens: int = 0
     problems: list[str] = field(default_factory=list)
+    untrained_special_tokens: list[str] = field(default_factory=list)
+    """Added tokens in the rows whose embedding rows look untrained (`untrained_special_tokens`)."""
 
     @property
     def share(self) -> float:
@@ -119,3 +122,45 @@ def verify_masks(tokenizer: Any, rows: list[Encoded]) -> MaskReport:
         more = f" (and {len(report.problems) - 3} more)" if len(report.problems) > 3 else ""
         raise MaskError("loss mask check failed: " + "; ".join(report.problems[:3]) + more)
     return report
+
+
+def untrained_special_tokens(model: Any, tokenizer: Any, rows: list[Encoded]) -> list[str]:
+    """The added tokens the rendered rows hold (what the chat template emits) whose embedding rows look untrained.
+
+    Untrained: all zero, or identical to another row (as the unused padding ids' rows are: in a Qwen2.5-Coder
+    checkpoint `<tool_call>` and `</tool_call>` share one row with ~270 of them). Such a token cannot be told
+    apart from the others, or produced; LoRA on the linear layers does not train embedding rows.
+    """
+    import torch
+
+    added = set(getattr(tokenizer, "added_tokens_decoder", None) or {})
+    ids = sorted({t for row in rows for t in row.input_ids} & added)
+    if not ids:
+        return []
+    inputs = model.get_input_embeddings()
+    outputs = model.get_output_embeddings()
+    matrices = [("input", inputs.weight)]
+    if outputs is not None and getattr(outputs, "weight", None) is not None and outputs.weight is not inputs.weight:
+        matrices.append(("output", outputs.weight))
+    found = []
+    with torch.no_grad():
+        for i in ids:
+            reasons = []
+            for which, weight in matrices:
+                if i >= weight.shape[0]:
+                    continue
+                row = weight[i]
+                if not torch.any(row):
+                    reasons.append(f"{which} row all zero")
+                elif (same := int((weight == row).all(dim=1).sum()) - 1) > 0:
+                    reasons.append(f"{which} row identical to {same} other row{'s' if same > 1 else ''}")
+            if reasons:
+                found.append(f"{tokenizer.convert_ids_to_tokens(i)} (id {i}: {', '.join(reasons)})")
+    return found
+
+
+def untrained_warning(base: str, tokens: list[str]) -> str:
+    return (f"{len(tokens)} token(s) the chat template emits have untrained embedding rows in {base}: "
+            f"{'; '.join(tokens)}. The model cannot produce them, and LoRA does not train embedding rows: "
+            "initialise those rows (e.g. from the mean embedding of the token's text pieces) and train them "
+            "(peft's trainable_token_indices), or render the template without them")

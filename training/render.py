@@ -5,13 +5,16 @@ turns content into a string, parses tool-call `arguments` JSON strings into obje
 become `{}`), maps `reasoning` to both `reasoning` and `reasoning_content`, and passes every tool through its
 pydantic model (fixed key order, `description: null` when missing). `serving_messages` / `serving_tools` do the
 same, then transformers' `apply_chat_template` renders them, as vLLM does. A test compares the result with the
-real server's `/tokenize`.
+real server's `/tokenize`. A template that does not render `tools` (SmolLM2's) is rendered through nightowl's
+hermes-style wrapper (agent/chat_template.py), the template nightowl serves such a model with.
 """
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
+from agent.chat_template import with_tools_in_system_prompt
 from sandbox.errors import UserError
 
 THINK_OPEN, THINK_CLOSE = "<think>\n", "\n</think>\n\n"
@@ -119,11 +122,24 @@ def vllm_request_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]
     return out
 
 
+@lru_cache(maxsize=16)
+def tool_capable(template: str) -> str:
+    return with_tools_in_system_prompt(template)
+
+
+def serving_template(tokenizer: Any) -> str | None:
+    """The chat template the server renders with: the tokenizer's own, wrapped when it does not render tools."""
+    template = getattr(tokenizer, "chat_template", None)
+    return tool_capable(template) if isinstance(template, str) else None
+
+
 def render(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
            add_generation_prompt: bool = False) -> str:
     """The text vLLM renders for these OpenAI messages and tools."""
+    template = serving_template(tokenizer)
     return tokenizer.apply_chat_template(serving_messages(messages), tools=serving_tools(tools), tokenize=False,
-                                         add_generation_prompt=add_generation_prompt)
+                                         add_generation_prompt=add_generation_prompt,
+                                         **({"chat_template": template} if template is not None else {}))
 
 
 def end_token(tokenizer: Any) -> str:

