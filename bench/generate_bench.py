@@ -41,6 +41,10 @@ def bench_sampling(repo: Path, repeats: int) -> None:
           f"{statistics.median(times):.2f} s over {repeats} runs")
     print(f"  per language: {json.dumps(report.per_language)}")
     print(f"  files skipped: {json.dumps(report.skipped)}")
+    print(f"  files skipped per language: {json.dumps(report.skipped_per_language)}")
+    print(f"  why (reason/rule): {json.dumps(report.skip_rules)}")
+    if report.skipped_functions:
+        print(f"  functions skipped inside parsed files: {json.dumps(report.skipped_functions)}")
 
 
 def run_generate(repo: Path, out: Path, url: str, samples: int, workers: int, sandbox: str, *extra: str) -> float:

@@ -57,6 +57,11 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         skipped = "  ".join(f"{k} {v}" for k, v in report.skipped.items()) or "nothing"
         out.print(f"{len(report.functions)} functions in {report.files_parsed} of {report.files_total} files at "
                   f"{report.commit[:12]} ({report.seconds:.2f} s): {langs}; files skipped: {skipped}", highlight=False)
+        for lang, reasons in report.skipped_per_language.items():
+            out.print(f"  {lang} files skipped: " + "  ".join(f"{k} {v}" for k, v in reasons.items()), highlight=False)
+        if report.skip_rules:
+            out.print("  why: " + "  ".join(f"{k} {v}" for k, v in report.skip_rules.items())
+                      + "  (each file and rule: --json)", highlight=False)
 
     @app.command()
     @user_errors
@@ -122,7 +127,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         from agent.trajectory import write_text_atomic
         from training.demonstrations import demonstration_pool
         from training.holdout import DEMONSTRATIONS, demonstrations_record, holdout_since
-        from training.functions import plan_samples
+        from training.functions import plan_samples, skip_summary
         from training.gitblobs import resolve
 
         check_sandbox(sandbox)
@@ -155,6 +160,10 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         console.print(f"[dim]sampled {len(plan.functions)} of {plan.available} functions from {len(resolved)} "
                       f"snapshot(s) in {time.monotonic() - started:.2f} s; demonstrations: {len(pool)} from "
                       f"{pool_source}[/]", highlight=False)
+        skipped = skip_summary(plan.reports)["skip_rules"]
+        if skipped:
+            console.print("[dim]files not sampled: " + "  ".join(f"{k} {v}" for k, v in skipped.items())
+                          + f" (`nightowl functions {top} --json` lists them)[/]", highlight=False)
         teacher = RoleEndpoints(base_urls=base_url, model=model)
         student = RoleEndpoints(base_urls=student_base_url, model=student_model) if student_model else teacher
         options = ShiftOptions(repo=top, out=out_dir, model=model, base_urls=base_url, workers=workers,
@@ -178,6 +187,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
             store.close()
         if as_json:
             out.print_json(json.dumps({"complete": report.complete, "stopped": report.stopped, **stages,
+                                       "sampling": skip_summary(plan.reports),
                                        "samples_file": str(out_dir / "samples.jsonl"), "events": str(report.events_path)}))
         else:
             st = stages.get("stages", {})

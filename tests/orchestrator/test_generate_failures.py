@@ -142,3 +142,14 @@ def test_different_infrastructure_errors_are_retried(tmp_path):
                                         max_attempts=1) == "queued"
     finally:
         store.close()
+
+
+def test_generate_summary_says_what_sampling_skipped_and_why(tmp_path):
+    repo = make_polyglot_repo(tmp_path / "repo")
+    with ScriptedServer(teacher) as server:
+        result = nightowl(*generate_args(repo, server.base_url, tmp_path / "gen", 1, "--workers", "1"), timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    sampling = json.loads(result.stdout)["sampling"]
+    assert sampling["functions"] and sampling["skip_rules"]
+    assert any("test" in reasons for reasons in sampling["skipped_files"].values())  # the fixture's test files
+    assert "files not sampled:" in " ".join(result.stderr.split())
