@@ -1,9 +1,25 @@
 """Fixtures shared by the tests that drive the tiny model on the real vLLM server."""
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def user_repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "calc.py").write_text("def add(a, b):\n    return a - b\n")
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "init")
+    return repo
 
 
 @pytest.fixture(scope="session")

@@ -68,21 +68,6 @@ def smollm2_server(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
         yield server
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
-
-
-@pytest.fixture
-def user_repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    (repo / "calc.py").write_text("def add(a, b):\n    return a - b\n")
-    git(repo, "add", "-A")
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "init")
-    return repo
-
-
 def server_tokens(server: VLLMServer, messages: list[dict], tools: list[dict]) -> list[int]:
     reply = httpx.post(server.root_url + "/tokenize", timeout=60, json={
         "model": server.served_model_name, "messages": messages, "tools": tools, "add_generation_prompt": False})

@@ -7,7 +7,6 @@ path: chat template -> vLLM -> hermes parser -> native `tool_calls` -> agent -> 
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import httpx
 import openai
 import pytest
 
+from tests.cross.conftest import git
 from agent.loop import AgentConfig
 from agent.model import ModelConfig
 from agent.run import RunRequest, run_task
@@ -22,21 +22,6 @@ from agent.trajectory import ExitStatus, load_trajectory
 from orchestrator.serving import VLLMServer, load_adapter, unload_adapter
 
 pytestmark = pytest.mark.slow
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
-
-
-@pytest.fixture
-def user_repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    (repo / "calc.py").write_text("def add(a, b):\n    return a - b\n")
-    git(repo, "add", "-A")
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "init")
-    return repo
 
 
 def prefix_cache_hits(server: VLLMServer) -> float:
