@@ -17,6 +17,7 @@ sees it as the request's `model`) and `/v1/unload_lora_adapter` removes it; `ada
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import traceback
@@ -70,6 +71,7 @@ class ScriptedServer:
         self.errors: list[str] = []
         self.adapters: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
         if callable(script):
             self._responder: Responder = script
         else:
@@ -101,8 +103,17 @@ class ScriptedServer:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stops like a server whose process died: the listening socket and every open connection close (keep-alive
+        connections of a shared client would otherwise go on being answered by their handler threads)."""
         self.httpd.shutdown()
         self.httpd.server_close()
+        with self._lock:
+            open_connections, self._connections = list(self._connections), set()
+        for connection in open_connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         if self.errors:
             raise ScriptError(f"the scripted server's handler failed {len(self.errors)} time(s); first:\n{self.errors[0]}")
 
@@ -117,6 +128,16 @@ class ScriptedServer:
 
             def log_message(self, *args: object) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with server._lock:
+                    server._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with server._lock:
+                    server._connections.discard(self.connection)
+                super().finish()
 
             # Headers and body go out in separate writes; with Nagle + delayed ACK that adds ~40 ms a reply.
             disable_nagle_algorithm = True

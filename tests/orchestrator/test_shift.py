@@ -96,8 +96,10 @@ def test_one_of_two_servers_dead(tmp_path):
 
 def test_server_dies_and_comes_back(tmp_path):
     repo = make_repo(tmp_path / "repo")
-    tasks = write_tasks(tmp_path / "tasks.jsonl", 8)
-    server = ScriptedServer(lambda r: agent_reply(r, sleep=0.1))
+    # Enough model time (16 tasks x 2 steps x 0.3 s over 4 workers) that the outage always falls mid-shift: with
+    # persistent shells and pooled workspaces, 8 tasks at 0.1 s could all finish before the server went down.
+    tasks = write_tasks(tmp_path / "tasks.jsonl", 16)
+    server = ScriptedServer(lambda r: agent_reply(r, sleep=0.3))
     port = server.httpd.server_address[1]
     server.start()
     import threading
@@ -118,7 +120,7 @@ def test_server_dies_and_comes_back(tmp_path):
     for s in holder:
         s.stop()
     assert report.complete
-    assert_one_result_per_task(tmp_path / "out", repo, 8)
+    assert_one_result_per_task(tmp_path / "out", repo, 16)
     events = [json.loads(x)["event"] for x in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
     assert "server_down" in events and "server_up" in events
 
