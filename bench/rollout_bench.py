@@ -68,18 +68,18 @@ def floor_once(repo: Path, where: Path) -> float:
 
 
 def generate_overheads(repo: Path, where: Path, url: str, samples: int, workers: int) -> tuple[list[float], float]:
+    """(overhead of each agent rollout, wall seconds from the first rollout's start to the last one's end per
+    rollout: with several workers on few cores, what a rollout costs the machine rather than its latency)."""
     out = Path(tempfile.mkdtemp(dir=where, prefix="gen-"))
-    started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "generate", str(repo), "--samples", str(samples), "--base-url", url,
          "--model", "scripted", "--out", str(out / "gen"), "--workdir", str(out / "work"), "--workers", str(workers),
          "--json", "--max-steps", "6", "--seed", "1"], cwd=ROOT, capture_output=True, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"generate failed ({proc.returncode}): {proc.stderr[-2000:]}")
     begun: dict[str, float] = {}
-    overheads = []
+    overheads, ends = [], []
     for line in (out / "gen" / "events.jsonl").read_text().splitlines():
         event = json.loads(line)
         if event["event"] == "attempt_start":
@@ -90,8 +90,9 @@ def generate_overheads(repo: Path, where: Path, url: str, samples: int, workers:
                 steps = json.loads(trajectory.read_text())["steps"]
                 model = sum(s.get("model_duration_s") or 0 for s in steps)
                 overheads.append(event["ts"] - begun[event["run_id"]] - model)
+                ends.append(event["ts"])
     shutil.rmtree(out)
-    return overheads, wall
+    return overheads, (max(ends) - min(begun.values())) / len(overheads)
 
 
 def main() -> None:
@@ -110,8 +111,9 @@ def main() -> None:
         print(f"conditions: {platform.platform()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
               f"python {platform.python_version()}, {git}; repository {repo} ({tracked} files); instant scripted "
               f"teacher; {args.samples} samples (T1 + T2 rollouts each); medians of {args.repeats} alternating runs")
-        print("| disk | workers | floor per rollout (s) | overhead per rollout (s), median | mean | ratio to floor |")
-        print("|---|---|---|---|---|---|")
+        print("| disk | workers | floor per rollout (s) | overhead per rollout (s), median | mean | ratio to floor | "
+              "wall per rollout, all stages (s) |")
+        print("|---|---|---|---|---|---|---|")
         with ScriptedServer(teacher) as server:
             for disk in args.disks.split(","):
                 where = Path(tempfile.mkdtemp(dir=disk, prefix="nightowl-bench-"))
@@ -119,15 +121,17 @@ def main() -> None:
                                         text=True).stdout.split()[-1]
                 try:
                     for workers in (int(w) for w in args.workers.split(",")):
-                        floors, medians, means = [], [], []
+                        floors, medians, means, spans = [], [], [], []
                         for _ in range(args.repeats):
                             floors += [floor_once(repo, where) for _ in range(3)]
-                            overheads, _ = generate_overheads(repo, where, server.base_url, args.samples, workers)
+                            overheads, span = generate_overheads(repo, where, server.base_url, args.samples, workers)
+                            spans.append(span)
                             medians.append(statistics.median(overheads))
                             means.append(statistics.fmean(overheads))
                         floor, overhead = statistics.median(floors), statistics.median(medians)
                         print(f"| {disk} ({fstype}) | {workers} | {floor:.3f} | {overhead:.3f} | "
-                              f"{statistics.median(means):.3f} | {overhead / floor:.2f}x |", flush=True)
+                              f"{statistics.median(means):.3f} | {overhead / floor:.2f}x | {statistics.median(spans):.3f} |",
+                              flush=True)
                 finally:
                     shutil.rmtree(where, ignore_errors=True)
 
