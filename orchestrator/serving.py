@@ -90,6 +90,8 @@ class ServerConfig(BaseModel):
     """None: from the checkpoint; "none" turns it off."""
     extra_args: list[str] = Field(default_factory=list)
     """Passed to vLLM untouched, after nightowl's own arguments (vLLM takes the last of repeated flags)."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Set for the server (e.g. CUDA_VISIBLE_DEVICES, VLLM_SERVER_DEV_MODE for sleep mode)."""
     startup_timeout_s: float = Field(default=900.0, gt=0)
     log_path: Path | None = None
     """Server stdout+stderr; default a new temp file (its path is in every error message)."""
@@ -245,6 +247,7 @@ def plan_server(config: ServerConfig, device: Literal["cuda", "cpu"] | None = No
         argv += ["--dtype", "float32"]
     if device == "cpu":
         env["VLLM_CPU_KVCACHE_SPACE"] = os.environ.get("VLLM_CPU_KVCACHE_SPACE", DEFAULT_CPU_KVCACHE_GIB)
+    env.update(config.env)
     if config.api_key:
         env["VLLM_API_KEY"] = config.api_key  # in the environment, not argv: `ps` shows argv to every user
     in_history = (template_uses_reasoning(checkpoint.chat_template) if checkpoint.chat_template is not None

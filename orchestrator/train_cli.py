@@ -53,8 +53,8 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
     @user_errors
     def train_command(
         base: str = typer.Option(..., "--base", help="Base model directory or hub id (the served model)."),
-        data: Path = typer.Option(..., "--data", help="A dataset directory from `nightowl export`."),
-        out_dir: Path = typer.Option(..., "--out", help="Adapter directory (re-run the same command to resume)."),
+        data: Optional[Path] = typer.Option(None, "--data", help="A dataset directory from `nightowl export`."),
+        out_dir: Optional[Path] = typer.Option(None, "--out", help="Adapter directory (re-run the same command to resume)."),
         epochs: float = typer.Option(1.0, "--epochs"),
         lr: Optional[float] = typer.Option(None, "--lr", help="Default 2e-4 (LoRA), 1e-5 (--full)."),
         rank: int = typer.Option(16, "--rank", help="LoRA rank (vLLM's --max-lora-rank must be at least this)."),
@@ -66,19 +66,42 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         max_steps: int = typer.Option(-1, "--max-steps", help="Stop after N steps (default: the epochs)."),
         packing: str = typer.Option("auto", "--packing", help="auto, on or off."),
         seed: int = typer.Option(0, "--seed"),
+        gradient_checkpointing: str = typer.Option("auto", "--gradient-checkpointing",
+                                                   help="auto (off on CPU; on GPU off when the memory plan fits well without it), on or off."),
+        plan: bool = typer.Option(False, "--plan", help="Print the memory plan as JSON (from config.json; loads "
+                                  "no weights) and exit; --data and --out are not needed."),
+        plan_gpu_gib: Optional[float] = typer.Option(None, "--plan-gpu-gib", help="With --plan: plan for one GPU "
+                                                     "with this much free memory (bf16), wherever this runs."),
+        ignore_plan: bool = typer.Option(False, "--ignore-plan", help="Train even when the memory plan says it will "
+                                         "not fit."),
+        memory_gib: Optional[float] = typer.Option(None, "--memory-gib", help="Memory one training process may use "
+                                                   "per device (default: what the device reports free)."),
     ) -> None:
         """Fine-tune BASE on DATA's assistant turns; writes a peft adapter vLLM loads as is."""
         from pydantic import ValidationError
 
         from training.train import TrainOptions, train
 
+        checkpointing = {"auto": None, "on": True, "off": False}.get(gradient_checkpointing, "bad")
+        if checkpointing == "bad":
+            raise UsageError(f"--gradient-checkpointing must be auto, on or off, not {gradient_checkpointing!r}")
+        if not plan and (data is None or out_dir is None):
+            raise UsageError("give --data (a dataset from `nightowl export`) and --out (the adapter directory), "
+                             "or --plan")
         try:
-            options = TrainOptions(base=base, data=data, out=out_dir, epochs=epochs, lr=lr, rank=rank,
-                                   max_length=max_length, full=full, batch_size=batch_size, grad_accum=grad_accum,
-                                   save_steps=save_steps, max_steps=max_steps, packing=packing, seed=seed)
+            options = TrainOptions(base=base, data=data or Path("."), out=out_dir or Path("."), epochs=epochs, lr=lr,
+                                   rank=rank, max_length=max_length, full=full, batch_size=batch_size,
+                                   grad_accum=grad_accum, save_steps=save_steps, max_steps=max_steps,
+                                   packing=packing, seed=seed, gradient_checkpointing=checkpointing,
+                                   ignore_plan=ignore_plan, memory_gib=memory_gib)
         except ValidationError as e:
             raise UsageError(one_line(e)) from None
-        report = train(options, log=lambda line: console.print(line, highlight=False))
+        if plan:
+            typer.echo(print_plan(options, plan_gpu_gib))
+            return
+        if plan_gpu_gib is not None:
+            raise UsageError("--plan-gpu-gib goes with --plan")
+        report = train(options, log=lambda line: console.print(line, highlight=False, soft_wrap=True))
         if report:
             out.print(f"{report['mode']} fine-tune done: {report['steps']} steps, "
                       f"{report['tokens_per_second'] or 0:.0f} tokens/s, final loss "
@@ -110,6 +133,45 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
 
         unload_adapter(base_url, name)
         out.print(f"unloaded {name!r}", highlight=False)
+
+
+def print_plan(options: Any, gpu_gib: float | None) -> str:
+    """The plan as one JSON object, with the option changes that would fit when it does not."""
+    from training.memory_plan import PlanError, plan, suggestions
+    from training.train import pick_device, plan_settings
+
+    device = "cuda" if gpu_gib is not None else pick_device()
+    settings = plan_settings(options, device)
+    devices = [{"device": "cuda:0", "name": "planned GPU", "free_gib": gpu_gib, "total_gib": gpu_gib}] \
+        if gpu_gib is not None else None
+    try:
+        estimate = plan(options.base, settings, devices)
+        if estimate.fits is False:
+            estimate.suggestions = suggestions(options.base, settings, estimate.devices)
+        if not options.full:
+            estimate.vllm_serves_lora = vllm_supports_lora(estimate.architecture)
+            if estimate.vllm_serves_lora is False:
+                estimate.notes.append(f"the installed vLLM serves no LoRA adapters for {estimate.architecture}: "
+                                      "train with --full")
+    except PlanError as e:
+        raise UsageError(str(e)) from None
+    return estimate.to_json()
+
+
+def vllm_supports_lora(arch: str) -> bool | None:
+    """Whether the installed vLLM serves LoRA for `arch` (None: vLLM is not installed or does not know it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return None
+    try:
+        from vllm.model_executor.models import ModelRegistry
+        from vllm.model_executor.models.interfaces import supports_lora
+
+        cls = ModelRegistry._try_load_model_cls(arch)
+    except Exception:  # an internal API: when it moves, vLLM checks the adapter at load time instead
+        return None
+    return None if cls is None else bool(supports_lora(cls))
 
 
 def one_line(error: Any) -> str:

@@ -21,7 +21,10 @@ from pydantic import BaseModel, Field
 from sandbox.errors import UserError
 
 from training.export import load_tokenizer, nightowl_version, read_jsonl
-from training.mask import IGNORE, Encoded, MaskReport, cut_to_length, encode, verify_masks
+from training.lora_targets import LoraTargetError, LoraTargets
+from training.mask import (IGNORE, Encoded, MaskReport, cut_to_length, encode, untrained_special_tokens,
+                           untrained_warning, verify_masks)
+from training.memory_plan import LOSS_CHUNK_TOKENS, Plan, PlanError, Settings, refusal, suggestions
 from training.render import end_token
 
 CHECKPOINTS = "checkpoints"
@@ -56,7 +59,12 @@ class TrainOptions(BaseModel):
     seed: int = 0
     warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
     gradient_checkpointing: bool | None = None
-    """Default: on GPU, off on CPU."""
+    """Default: off on CPU; on GPU off when the memory plan fits well without it, else on."""
+    ignore_plan: bool = False
+    """Train even when the memory plan says it will not fit."""
+    memory_gib: float | None = Field(default=None, gt=0)
+    """Memory one training process may use per device (default: what the device reports free), e.g. to leave
+    room for a model server on the same GPU."""
 
 
 class TrainingError(UserError, ValueError):
@@ -126,12 +134,26 @@ def pick_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(opt: TrainOptions, device: str) -> Any:
+def attention_implementation(device: str) -> str | None:
+    """flash_attention_2 on GPU when the flash-attn package is installed (varlen kernels: padding-free packing
+    without a mask); otherwise transformers' default, SDPA (PyTorch's flash / memory-efficient kernels)."""
+    import importlib.util
+
+    return "flash_attention_2" if device == "cuda" and importlib.util.find_spec("flash_attn") else None
+
+
+def load_model(opt: TrainOptions, device: str, targets: list[str] | None = None) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(opt.base, dtype=dtype)
+    attention = attention_implementation(device)
+    model = AutoModelForCausalLM.from_pretrained(opt.base, dtype=dtype,
+                                                 **({"attn_implementation": attention} if attention else {}))
+    return with_adapter(model, opt, device, targets)
+
+
+def with_adapter(model: Any, opt: TrainOptions, device: str, targets: list[str] | None = None) -> Any:
     # A KV cache during training is waste, and its presence turns off transformers' packed-sequence masks:
     # packed rows would attend to each other.
     model.config.use_cache = False
@@ -140,17 +162,29 @@ def load_model(opt: TrainOptions, device: str) -> Any:
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=opt.rank, lora_alpha=opt.alpha or 2 * opt.rank, lora_dropout=0.0, bias="none",
-                        target_modules=linear_projections(model), task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+                        target_modules=targets or lora_choice(model).modules, task_type="CAUSAL_LM")
+    model = get_peft_model(model, config)
+    if device == "cuda":
+        # peft casts each adapted layer's bf16 input to the adapters' float32, and autocast casts it back: a
+        # separate bf16 copy of the input kept per adapted layer. Under autocast the matmul is bf16 either way.
+        for module in model.modules():
+            if hasattr(module, "cast_input_dtype_enabled"):
+                module.cast_input_dtype_enabled = False
+    return model
+
+
+def lora_choice(model: Any) -> LoraTargets:
+    from training.lora_targets import choose
+
+    try:
+        return choose(model)
+    except LoraTargetError as e:
+        raise TrainingError(str(e)) from None
 
 
 def linear_projections(model: Any) -> list[str]:
-    """Every linear layer's short name (q_proj, ..., down_proj), never lm_head: vLLM matches on these names."""
-    import torch
-
-    output = model.get_output_embeddings()
-    return sorted({name.rpartition(".")[2] for name, module in model.named_modules()
-                   if isinstance(module, torch.nn.Linear) and module is not output})
+    """The modules a LoRA adapter takes on `model` (see training/lora_targets.py): vLLM matches on these names."""
+    return lora_choice(model).modules
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
@@ -176,12 +210,108 @@ def versions() -> dict[str, str]:
             "peft": peft.__version__}
 
 
-def adapter_problems(out: Path) -> list[str]:
-    """vLLM refuses adapters that carry lm_head or embedding weights."""
+def adapter_problems(out: Path, targets: LoraTargets | None = None) -> list[str]:
+    """Tensors vLLM would refuse: lm_head or embedding weights, or a module outside the chosen targets."""
     from safetensors import safe_open
 
+    from training.lora_targets import adapter_problems as problems
+
     with safe_open(str(out / "adapter_model.safetensors"), "pt") as f:
-        return [k for k in f.keys() if "lm_head" in k or "embed_tokens" in k]
+        return problems(list(f.keys()), targets)
+
+
+def plan_settings(opt: TrainOptions, device: str) -> Settings:
+    return Settings(max_length=opt.max_length, batch_size=opt.batch_size, grad_accum=opt.grad_accum, full=opt.full,
+                    rank=opt.rank, gradient_checkpointing=opt.gradient_checkpointing, packing=opt.packing,
+                    device=device,  # type: ignore[arg-type]
+                    world_size=int(os.environ.get("WORLD_SIZE", "1")), attention=attention_implementation(device),
+                    memory_gib=opt.memory_gib)
+
+
+def check_plan(opt: TrainOptions, device: str, log: Any | None) -> tuple[Plan | None, LoraTargets | None]:
+    """The memory plan and the LoRA targets, from config.json alone (no weights loaded); TrainingError in one line,
+    naming the options that would fit, when the plan does not fit (unless --ignore-plan). (None, None) when the
+    config cannot be read: loading the base then says what is wrong."""
+    from training.lora_targets import choose
+    from training.memory_plan import meta_model, plan, read_config
+
+    try:
+        estimate = plan(opt.base, plan_settings(opt, device))
+        targets = None if opt.full else choose(meta_model(read_config(opt.base)))
+    except (PlanError, LoraTargetError) as e:
+        if log:
+            log(f"no memory plan: {e}")
+        return None, None
+    if estimate.fits is False and not opt.ignore_plan:
+        raise TrainingError(refusal(estimate, suggestions(opt.base, plan_settings(opt, device), estimate.devices)))
+    if log:
+        budget = f" of {estimate.budget_gib:g} GiB" if estimate.budget_gib is not None else ""
+        log(f"memory plan: about {estimate.peak_gib_per_device:g} GiB per device{budget} at --max-length "
+            f"{opt.max_length}, batch {opt.batch_size}"
+            + (", checkpointing" if estimate.gradient_checkpointing else "")
+            + ("" if estimate.fits is not False else " (does not fit; --ignore-plan given)"))
+        if targets is not None:
+            log(targets.describe())
+    return estimate, targets
+
+
+class ChunkedLoss:
+    """Cross-entropy through the output head a chunk of tokens at a time, on supervised positions only.
+
+    The model computes no logits (`logits_to_keep` is empty); a forward hook on its decoder keeps the final hidden
+    states (in the compute dtype: output_hidden_states would come back through accelerate's float32 conversion,
+    one float32 copy per layer), and each chunk's logits are computed under activation checkpointing, so one
+    chunk's logits exist at a time instead of the whole sequence's (at 32k tokens and a 152k vocabulary, 20 GB in
+    float32). Same value as transformers' causal-LM loss: labels shifted left, summed, divided by the supervised
+    tokens of the accumulated batch when the Trainer gives that count, else averaged."""
+
+    def __init__(self, model: Any, chunk: int = LOSS_CHUNK_TOKENS):
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.head, self.chunk = base.get_output_embeddings(), chunk
+        self.hidden: Any = None
+        base.get_decoder().register_forward_hook(self.keep)
+
+    def keep(self, module: Any, args: Any, output: Any) -> None:
+        self.hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+
+    def __call__(self, outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+        import torch
+        import torch.nn.functional as F
+        from torch.utils.checkpoint import checkpoint
+
+        hidden, self.hidden = self.hidden, None
+        labels = F.pad(labels, (0, 1), value=IGNORE)[..., 1:].to(hidden.device)
+        keep = labels != IGNORE
+        supervised, labels = hidden[keep], labels[keep]
+        if labels.numel() == 0:
+            return hidden.sum() * 0.0  # keeps every parameter in the graph (DDP)
+        total = sum(checkpoint(self.piece, supervised[i:i + self.chunk], labels[i:i + self.chunk],
+                               use_reentrant=False) for i in range(0, labels.numel(), self.chunk))
+        if num_items_in_batch is None:
+            return total / labels.numel()
+        if torch.is_tensor(num_items_in_batch):
+            num_items_in_batch = num_items_in_batch.to(total.device)
+        return total / num_items_in_batch
+
+    def piece(self, hidden: Any, labels: Any) -> Any:
+        import torch.nn.functional as F
+
+        return F.cross_entropy(self.head(hidden.to(self.head.weight.dtype)).float(), labels, reduction="sum")
+
+
+def peak_memory_gib(device: str) -> float | None:
+    """This process's peak: allocated GPU memory, or on CPU the resident-set high-water mark (VmHWM)."""
+    if device == "cuda":
+        import torch
+
+        return round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 2**20, 3)
+    except OSError:
+        pass
+    return None
 
 
 def copy_tokenizer(base: str, out: Path) -> None:
@@ -205,7 +335,9 @@ def empty_dataset_message(data: Path, max_length: int, too_long: int) -> str:
     return f"{data / 'train.jsonl'} holds no rows, nothing to train on ({origin})"
 
 
-def train(opt: TrainOptions, log: Any = print) -> dict[str, Any]:
+def train(opt: TrainOptions, log: Any = print, model: Any = None) -> dict[str, Any]:
+    """`model`: the base already built (bench/train_gpu.py builds random-weight models of real shapes from a
+    config alone); default: loaded from opt.base."""
     from transformers import DataCollatorWithFlattening, TrainerCallback, TrainingArguments
 
     rank0 = int(os.environ.get("RANK", "0")) == 0
@@ -228,12 +360,17 @@ def train(opt: TrainOptions, log: Any = print) -> dict[str, Any]:
         import torch
 
         torch.cuda.reset_peak_memory_stats()
-    model = load_model(opt, device, targets.modules if targets else None)
+    model = load_model(opt, device, targets.modules if targets else None) if model is None else \
+        with_adapter(model, opt, device, targets.modules if targets else None)
+    mask.untrained_special_tokens = untrained_special_tokens(model, tokenizer, train_rows)
+    if rank0 and mask.untrained_special_tokens:
+        log("warning: " + untrained_warning(opt.base, mask.untrained_special_tokens))
     if targets is None and not opt.full:
         targets = lora_choice(model.get_base_model())
     attention = getattr(model.config, "_attn_implementation", None)
     packing = opt.packing == "on" or (opt.packing == "auto" and attention in FLASH_ATTENTION)
-    checkpointing = opt.gradient_checkpointing if opt.gradient_checkpointing is not None else device == "cuda"
+    checkpointing = opt.gradient_checkpointing if opt.gradient_checkpointing is not None else \
+        estimate.gradient_checkpointing if estimate else device == "cuda"
     collator = (DataCollatorWithFlattening(return_position_ids=True) if packing
                 else PaddedCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0))
     args = TrainingArguments(
@@ -250,18 +387,26 @@ def train(opt: TrainOptions, log: Any = print) -> dict[str, Any]:
         dataloader_num_workers=0, disable_tqdm=False,
     )
     timing: dict[str, float] = {}
+    steps: list[dict[str, float]] = []
 
     class Clock(TrainerCallback):
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             timing["start"], timing["tokens_start"] = time.perf_counter(), float(state.num_input_tokens_seen or 0)
 
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            timing["step_start"], timing["step_tokens"] = time.perf_counter(), float(state.num_input_tokens_seen or 0)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            steps.append({"seconds": round(time.perf_counter() - timing["step_start"], 4),
+                          "tokens": float(state.num_input_tokens_seen or 0) - timing["step_tokens"]})
+
         def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             timing["seconds"] = time.perf_counter() - timing["start"]
             timing["tokens"] = float(state.num_input_tokens_seen or 0) - timing["tokens_start"]
 
-    trainer = Trainer(model=model, args=args, train_dataset=Rows(train_rows),
-                      eval_dataset=Rows(val_rows) if val_rows else None, data_collator=collator,
-                      callbacks=[Clock()])
+    trainer = chunked_loss_trainer()(model=model, args=args, train_dataset=Rows(train_rows),
+                                     eval_dataset=Rows(val_rows) if val_rows else None, data_collator=collator,
+                                     callbacks=[Clock()], compute_loss_func=ChunkedLoss(model))
     resume = latest_checkpoint(opt.out / CHECKPOINTS)
     if rank0 and resume:
         log(f"resuming from {resume}")
@@ -278,7 +423,7 @@ def train(opt: TrainOptions, log: Any = print) -> dict[str, Any]:
         if opt.full:
             copy_tokenizer(opt.base, opt.out)
         else:
-            problems = adapter_problems(opt.out)
+            problems = adapter_problems(opt.out, targets)
             if problems:
                 raise TrainingError(f"the adapter holds weights vLLM refuses: {problems[:3]}")
         history = trainer.state.log_history
@@ -289,12 +434,17 @@ def train(opt: TrainOptions, log: Any = print) -> dict[str, Any]:
             "batching": "padding-free packing" if packing else "length-grouped padded batches",
             "gradient_checkpointing": checkpointing, "dtype": "bfloat16" if device == "cuda" else "float32",
             "resumed_from": str(resume) if resume else None,
+            "lora_modules": targets.modules if targets else None,
+            "peak_memory_gib": peak_memory_gib(device),
+            "plan": {"peak_gib_per_device": estimate.peak_gib_per_device, "gib": estimate.gib,
+                     "fits": estimate.fits} if estimate else None,
             "rows": {"train": len(train_rows), "val": len(val_rows), "dropped_too_long": dropped + val_dropped},
             "mask": {"train": {k: v for k, v in asdict(mask).items() if k != "problems"} | {"share": mask.share},
                      "val": {k: v for k, v in asdict(val_mask).items() if k != "problems"} | {"share": val_mask.share}},
             "steps": trainer.state.global_step,
             "train_seconds": timing.get("seconds"), "tokens_trained": timing.get("tokens"),
             "tokens_per_second": (timing["tokens"] / timing["seconds"]) if timing.get("seconds") else None,
+            "step_times": steps,
             "loss": [{"step": h["step"], "loss": h["loss"]} for h in history if "loss" in h],
             "eval_loss": ([{"step": 0, "eval_loss": initial_eval["eval_loss"]}] if initial_eval else [])
             + [{"step": h["step"], "eval_loss": h["eval_loss"]} for h in history if "eval_loss" in h]
@@ -307,6 +457,23 @@ def train(opt: TrainOptions, log: Any = print) -> dict[str, Any]:
         shutil.rmtree(opt.out / CHECKPOINTS, ignore_errors=True)
     leave_process_group()
     return report
+
+
+def chunked_loss_trainer() -> Any:
+    from transformers import Trainer
+
+    class Chunked(Trainer):
+        """The model computes no logits; `compute_loss_func` (ChunkedLoss) applies the head by chunks."""
+
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            import torch
+
+            inputs = {**inputs, "logits_to_keep": torch.zeros(0, dtype=torch.long, device=self.args.device)}
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    return Chunked
 
 
 def leave_process_group() -> None:
