@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agent.trajectory import write_text_atomic
-from orchestrator.errors import UsageError
+from orchestrator.errors import NothingProduced, UsageError
 from orchestrator.evaluate import read_json
 from orchestrator.shift_cli import EXIT_STOPPED
 from orchestrator.student import StudentServer, train_environment
@@ -170,13 +170,18 @@ class Flywheel:
         return True
 
     def command(self, rdir: Path, step: str, args: list[str], env: dict[str, str] | None = None,
-                launcher: list[str] | None = None) -> dict[str, Any] | None:
-        """Runs a nightowl command; its output goes to round-N/<step>.log. None when it stopped early (exit 3)."""
+                launcher: list[str] | None = None, nothing_is_fine: bool = False) -> dict[str, Any] | None:
+        """Runs a nightowl command; its output goes to round-N/<step>.log. None when it stopped early (exit 3).
+        `nothing_is_fine`: a command that ran to its end and produced nothing (exit 1) is logged, not fatal."""
         argv = [*launcher, "-m", "orchestrator.cli", *map(str, args)] if launcher else nightowl(*args)
         with open(rdir / f"{step}.log", "ab") as log:
             proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=log, env={**os.environ, **(env or {})})
         if proc.returncode == EXIT_STOPPED:
             return None
+        if proc.returncode == NothingProduced.exit_code and nothing_is_fine:
+            self.log(f"{rdir.name}: {step} produced nothing new ({last_error_line(rdir / f'{step}.log')}); "
+                     "training goes on with the earlier rounds' data")
+            proc.returncode = 0
         if proc.returncode != 0:
             raise UsageError(f"{step} failed (exit {proc.returncode}): {last_error_line(rdir / f'{step}.log')}; "
                              f"see {rdir / f'{step}.log'}, then re-run")
@@ -193,7 +198,11 @@ class Flywheel:
         assert best is not None
         if best.adapter:
             self.serving(n)
-        return self.command(rdir, "generate", self.generate_args(n, rdir, best))
+        # A round after the first that adds no sample still has the earlier rounds' data to train on; only a
+        # flywheel with no data at all stops here.
+        earlier = [self.out / f"round-{k}" / "generate" / "samples.jsonl" for k in range(1, n)]
+        has_data = any(p.is_file() and p.stat().st_size for p in earlier)
+        return self.command(rdir, "generate", self.generate_args(n, rdir, best), nothing_is_fine=has_data)
 
     def generate_args(self, n: int, rdir: Path, best: Best) -> list[Any]:
         teacher_url, teacher = (self.opt.student_url, best.model) if self.opt.student_as_teacher and best.adapter \
