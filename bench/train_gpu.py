@@ -34,18 +34,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-QWEN25_CODER_7B = {
-    "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944,
-    "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
-    "max_position_embeddings": 32768, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
-    "hidden_act": "silu"}
-QWEN3_CODER_30B_A3B = {
-    "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_size": 2048,
-    "intermediate_size": 6144, "moe_intermediate_size": 768, "num_experts": 128, "num_experts_per_tok": 8,
-    "num_hidden_layers": 48, "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128,
-    "vocab_size": 151936, "decoder_sparse_step": 1, "max_position_embeddings": 262144, "rope_theta": 10000000.0,
-    "rms_norm_eps": 1e-6, "norm_topk_prob": True, "tie_word_embeddings": False, "hidden_act": "silu",
-    "mlp_only_layers": []}
+from training.coder_shapes import QWEN3_CODER_30B_A3B, QWEN25_CODER_7B  # noqa: E402
+
 # --cpu-smoke: the same families and ratios (GQA, MoE top-k of many experts, a large vocabulary), tiny widths
 SMOKE_DENSE = {**QWEN25_CODER_7B, "hidden_size": 224, "intermediate_size": 1184, "num_hidden_layers": 2,
                "num_attention_heads": 7, "num_key_value_heads": 1, "vocab_size": 8192}
