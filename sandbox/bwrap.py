@@ -102,8 +102,16 @@ def bwrap_works(uid: int = 65534, gid: int = 65534) -> str | None:
 
 
 def reap_stale_stages() -> None:
-    """Remove staging directories (empty mount points only) of orchestrators that died without closing."""
-    for d in Path(tempfile.gettempdir()).glob("nightowl-stage-*"):
+    """Remove staging directories (empty mount points only) and alternates listings of orchestrators that
+    died without closing."""
+    tmp = Path(tempfile.gettempdir())
+    for listing in tmp.glob("nightowl-alternates-*"):
+        if not owner_alive(listing.name.replace("nightowl-alternates-", "nightowl-", 1)):
+            try:
+                listing.unlink()
+            except OSError:  # another sandbox reaped it first
+                pass
+    for d in tmp.glob("nightowl-stage-*"):
         if owner_alive(d.name.replace("nightowl-stage-", "nightowl-", 1)):
             continue
         # Several sandboxes may open at once after a crash and reap the same directory: losing is fine.

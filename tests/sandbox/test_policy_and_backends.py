@@ -97,14 +97,20 @@ def test_leftovers_of_a_dead_orchestrator_are_reaped(tmp_path):
     dead.wait()
     stage = Path(tempfile.gettempdir()) / f"nightowl-stage-{dead.pid}-test"
     (stage / "0").mkdir(parents=True)
+    listing = Path(tempfile.gettempdir()) / f"nightowl-alternates-{dead.pid}-test"
+    listing.write_text("/objects/0\n")
+    mine = Path(tempfile.gettempdir()) / f"nightowl-alternates-{os.getpid()}-test"
+    mine.write_text("/objects/0\n")
     cg = RunCgroup(memory_mb=64, max_processes=8, name=f"nightowl-{dead.pid}-test")
     live = RunCgroup(memory_mb=64, max_processes=8)
     try:
         reap_stale_stages()
         reap_stale_cgroups()
-        assert not stage.exists()
+        assert not stage.exists() and not listing.exists()
+        assert mine.exists()  # a live orchestrator's listing stays
         assert cg.dirs and not any(d.exists() for d in cg.dirs)
         assert all(d.exists() for d in live.dirs)
     finally:
+        mine.unlink(missing_ok=True)
         live.close()
         cg.close()
