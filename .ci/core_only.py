@@ -15,7 +15,7 @@ from pathlib import Path
 
 from agent.scripted_server import ScriptedServer
 
-NIGHTOWL = [sys.executable, "-m", "orchestrator.cli"]
+NIGHTOWL = [sys.executable, "-m", "orchestrator.cli.main"]
 
 
 def reply(request: dict) -> dict:

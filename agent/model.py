@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Literal, Protocol
-
-import threading
 
 import openai
 from openai.types.chat import ChatCompletion

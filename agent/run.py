@@ -18,14 +18,14 @@ from pydantic import BaseModel, Field
 from agent.loop import Agent, AgentConfig
 from agent.model import Model, ModelConfig, OpenAIChatModel
 from agent.trajectory import ExitStatus, Trajectory, save_trajectory, write_bytes_atomic
+from sandbox.base import Sandbox
 from sandbox.errors import NightowlError, TaskError, UserError
 from sandbox.git import repo_toplevel, resolve_commit
 from sandbox.limits import ResourceLimits
-from sandbox.repo_config import load_repo_config
 from sandbox.policy import Policy
+from sandbox.repo_config import load_repo_config
 from sandbox.select import SandboxKind, open_sandbox, workspace_owner
 from sandbox.setup_env import environment_policy, prepare_environment
-from sandbox.base import Sandbox
 from sandbox.workspace import commit_patch_to_branch, create_workspace, remove_workspace
 from sandbox.workspace_pool import WorkspacePool
 

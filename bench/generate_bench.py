@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent.scripted_server import ScriptedServer  # noqa: E402
-from agent.scripted_teacher import request_kind, target_of, teacher  # noqa: E402
-from training.functions import list_functions  # noqa: E402
+from training.synthesis.functions import list_functions  # noqa: E402
+from training.synthesis.scripted_teacher import request_kind, target_of, teacher  # noqa: E402
 
 
 def bench_sampling(repo: Path, repeats: int) -> None:
@@ -50,7 +50,7 @@ def bench_sampling(repo: Path, repeats: int) -> None:
 def run_generate(repo: Path, out: Path, url: str, samples: int, workers: int, sandbox: str, *extra: str) -> float:
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "generate", str(repo), "--samples", str(samples), "--base-url", url,
+        [sys.executable, "-m", "orchestrator.cli.main", "generate", str(repo), "--samples", str(samples), "--base-url", url,
          "--model", "scripted", "--out", str(out), "--workers", str(workers), "--sandbox", sandbox, "--json",
          "--max-steps", "6", *extra], cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     elapsed = time.monotonic() - started
@@ -72,7 +72,7 @@ def stage_times(out: Path) -> dict[str, float]:
 
 
 def summary(out: Path) -> dict[str, Any]:
-    result = subprocess.run([sys.executable, "-m", "orchestrator.cli", "status", str(out), "--json"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "status", str(out), "--json"], cwd=ROOT,
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     return json.loads(result.stdout)
 

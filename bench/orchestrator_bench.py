@@ -9,9 +9,8 @@ as many threads, no agent, no store), so the table shows how close the orchestra
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-from datetime import datetime
 import json
+import multiprocessing
 import os
 import platform
 import resource
@@ -21,13 +20,14 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.scripted_server import ScriptedServer  # noqa: E402
-from orchestrator.shift import Shift, ShiftOptions  # noqa: E402
-from orchestrator.tasks import StaticTaskSource, TaskSpec  # noqa: E402
+from orchestrator.shift.engine import Shift, ShiftOptions  # noqa: E402
+from orchestrator.shift.tasks import StaticTaskSource, TaskSpec  # noqa: E402
 
 COMMAND = "echo step >> bench.log && ls -la > /dev/null && wc -l bench.log"
 
@@ -164,7 +164,7 @@ def command_ceiling(repo: Path, work: Path, sandbox_kind: str, threads: int, tot
 
 def store_ops(work: Path, n: int = 2000) -> float:
     """The orchestrator's own bookkeeping per attempt (claim + heartbeat + finish transactions), per second."""
-    from orchestrator.store import Store
+    from orchestrator.shift.store import Store
     store = Store(work / "store-bench")
     store.add_tasks([TaskSpec(id=f"s-{i}", task="x") for i in range(n)], "bench")
     t0 = time.perf_counter()

@@ -7,7 +7,7 @@ vLLM/Ray job here holds) before starting vLLM, so it never runs beside another v
 
 1. The real agent runs 30 steps (bash commands on a real repo, then submit) against a scripted server,
    which keeps the exact request bodies the agent sent.
-2. The tiny model (training/tiny_model.py) is served by the real vLLM OpenAI server (CPU build, prefix
+2. The tiny model (training/finetune/tiny_model.py) is served by the real vLLM OpenAI server (CPU build, prefix
    caching on, as `nightowl serve` starts it) and every body is sent to it in order (max_tokens 1).
 3. vLLM's own /metrics counters (prefix-cache queries and hits, in tokens) give the share of prompt tokens
    served from the cache. The ideal: every request reuses all of the previous request's prompt it starts
@@ -104,11 +104,11 @@ def main() -> None:
     parser.add_argument("--lock", default="/tmp/nightowl-slow.lock", help="held while vLLM runs")
     parser.add_argument("--log", type=Path, default=Path(tempfile.gettempdir()) / "nightowl-prefix-bench-vllm.log")
     args = parser.parse_args()
+    import vllm
     from transformers import AutoTokenizer
 
-    import vllm
-    from orchestrator.serving import ServerConfig, VLLMServer
-    from training.tiny_model import build_tiny_model
+    from orchestrator.serving.vllm_server import ServerConfig, VLLMServer
+    from training.finetune.tiny_model import build_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -146,7 +146,7 @@ def main() -> None:
     ideal = sum(shared)
     ideal_blocks = sum(s // block * block for s in shared) if block else None
     total = sum(len(p) for p in prompts)
-    print(f"conditions: {machine()}, vLLM {vllm.__version__} (CPU), tiny random-weight Qwen2 from training/tiny_model.py, "
+    print(f"conditions: {machine()}, vLLM {vllm.__version__} (CPU), tiny random-weight Qwen2 from training/finetune/tiny_model.py, "
           f"max_position_embeddings raised to {args.max_model_len}, KV block size {block}; {conditions}, {load_average()} at the end")
     print(f"{len(bodies)} requests of one {args.steps}-step nightowl trajectory (sandbox auto), replayed in order with "
           f"max_tokens 1; prompts {len(prompts[0])} to {len(prompts[-1])} tokens; served prompt tokens match the "

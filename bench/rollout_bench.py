@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent.scripted_server import ScriptedServer  # noqa: E402
-from agent.scripted_teacher import teacher  # noqa: E402
 from sandbox.bwrap import find_bwrap  # noqa: E402
+from training.synthesis.scripted_teacher import teacher  # noqa: E402
 
 
 def stdlib_repo(path: Path, files: int) -> Path:
@@ -72,7 +72,7 @@ def generate_overheads(repo: Path, where: Path, url: str, samples: int, workers:
     rollout: with several workers on few cores, what a rollout costs the machine rather than its latency)."""
     out = Path(tempfile.mkdtemp(dir=where, prefix="gen-"))
     proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "generate", str(repo), "--samples", str(samples), "--base-url", url,
+        [sys.executable, "-m", "orchestrator.cli.main", "generate", str(repo), "--samples", str(samples), "--base-url", url,
          "--model", "scripted", "--out", str(out / "gen"), "--workdir", str(out / "work"), "--workers", str(workers),
          "--json", "--max-steps", "6", "--seed", "1"], cwd=ROOT, capture_output=True, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)})

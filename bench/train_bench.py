@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.training.helpers import TOOLS, call, trajectory  # noqa: E402
-from training.export import ExportOptions, export  # noqa: E402
+from tests.training.helpers import call, trajectory  # noqa: E402
+from training.dataset.export import ExportOptions, export  # noqa: E402
 
 WORDS = "def return self value index error path config parse buffer token cache test assert".split()
 
@@ -87,7 +87,7 @@ def plain_trainer_tokens_per_s(model_dir: Path, data: Path, batch_size: int, ran
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-    from training.train import PaddedCollator, Rows, encode_rows, linear_projections, read_rows
+    from training.finetune.train import PaddedCollator, Rows, encode_rows, linear_projections, read_rows
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     rows, _ = encode_rows(tok, read_rows(data / "train.jsonl"), 32768)
@@ -126,7 +126,7 @@ def padding_share(lengths: list[int], batch_size: int, grouped: bool, seed: int 
 
 
 def bench_train(name: str, model_dir: Path, data: Path, batch_size: int, rank: int, work: Path, reps: int) -> None:
-    from training.train import TrainOptions, train
+    from training.finetune.train import TrainOptions, train
 
     label = f"{name} ({parameter_count(model_dir) / 1e6:.1f}M params)"
 
@@ -140,7 +140,7 @@ def bench_train(name: str, model_dir: Path, data: Path, batch_size: int, rank: i
     ours, plain = max(ours_runs), max(plain_runs)
     from transformers import AutoTokenizer
 
-    from training.train import encode_rows, read_rows
+    from training.finetune.train import encode_rows, read_rows
 
     lengths = [len(r.input_ids) for r in encode_rows(AutoTokenizer.from_pretrained(model_dir),
                                                       read_rows(data / "train.jsonl"), 32768)[0]]
@@ -171,7 +171,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from training.tiny_model import build_tiny_model
+    from training.finetune.tiny_model import build_tiny_model
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads, python {platform.python_version()}")

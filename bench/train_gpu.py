@@ -2,7 +2,7 @@
 the memory plan's estimate beside the measured peak. One prepared script: nothing is downloaded. Each model is
 built from its config alone with random weights (Qwen2.5-Coder-7B, and a Qwen3-Coder-30B-A3B-like MoE with as
 many of its 48 layers as fit the device beside the activations), and trained through the real `nightowl train`
-path (training.train.train: peft LoRA on the modules vLLM can load, bf16, gradient checkpointing, SDPA, chunked
+path (training.finetune.train.train: peft LoRA on the modules vLLM can load, bf16, gradient checkpointing, SDPA, chunked
 cross-entropy) on synthetic rows of exactly the measured length.
 
     python bench/train_gpu.py                # on a GPU: both shapes at 8k and 32k (sized for < 10 minutes on one
@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.coder_shapes import QWEN3_CODER_30B_A3B, QWEN25_CODER_7B  # noqa: E402
+from training.finetune.coder_shapes import QWEN3_CODER_30B_A3B, QWEN25_CODER_7B  # noqa: E402
 
 # --cpu-smoke: the same families and ratios (GQA, MoE top-k of many experts, a large vocabulary), tiny widths
 SMOKE_DENSE = {**QWEN25_CODER_7B, "hidden_size": 224, "intermediate_size": 1184, "num_hidden_layers": 2,
@@ -117,7 +117,7 @@ def random_model(config: dict[str, Any], device: str) -> Any:
 
 def fit_layers(config: dict[str, Any], base_dir: Path, length: int, budget_gib: float) -> int:
     """The most layers of `config` whose plan at `length` fits `budget_gib` (the MoE "scaled to fit")."""
-    from training.memory_plan import Settings, plan
+    from training.finetune.memory_plan import Settings, plan
 
     layers = config["num_hidden_layers"]
     while layers > 1:
@@ -135,8 +135,8 @@ def run_one(label: str, config: dict[str, Any], length: int, steps: int, device:
     import torch
 
     from tests.training.memory_probe import Sampler, long_rows, rss_anon
-    from training.memory_plan import plan
-    from training.train import TrainOptions, plan_settings, train
+    from training.finetune.memory_plan import plan
+    from training.finetune.train import TrainOptions, plan_settings, train
 
     base = build_base(work / f"base-{label}-{length}", config, tokenizer)
     data = long_rows(base, work / f"data-{length}", length, rows=steps + 1)
@@ -200,7 +200,7 @@ def main() -> None:
 
     import torch
 
-    from training.tiny_model import train_tokenizer, default_corpus
+    from training.finetune.tiny_model import default_corpus, train_tokenizer
 
     device = "cpu" if args.cpu_smoke else "cuda"
     if device == "cuda" and not torch.cuda.is_available():

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.scripted_server import ScriptedServer  # noqa: E402
-from agent.scripted_teacher import teacher  # noqa: E402
+from training.synthesis.scripted_teacher import teacher  # noqa: E402
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from agent.loop import AgentConfig
 from agent.model import SamplingOptions
 from agent.run import DEFAULT_OUT
 from orchestrator.errors import UsageError
-from orchestrator.shift import ShiftOptions
+from orchestrator.shift.engine import ShiftOptions
 from sandbox.environment import ALLOWED_VARIABLES, is_secret_name
 from sandbox.limits import ResourceLimits
 from sandbox.policy import Policy

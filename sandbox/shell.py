@@ -33,7 +33,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from sandbox.base import CommandResult, SandboxError
 from sandbox.process import read_head_and_tail

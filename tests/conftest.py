@@ -20,7 +20,7 @@ TINY_EXTRA_ARGS = ["--tool-strict-level", "parameter"]
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.tiny_model import build_tiny_model
+    from training.finetune.tiny_model import build_tiny_model
 
     started = time.monotonic()
     path = build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
@@ -30,7 +30,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator["VLLMServer"]:
-    from orchestrator.serving import ServerConfig, VLLMServer
+    from orchestrator.serving.vllm_server import ServerConfig, VLLMServer
 
     if importlib.util.find_spec("vllm") is None:
         pytest.fail("vLLM is not installed: install nightowl[serve-cpu] (see README); CI must run this test")

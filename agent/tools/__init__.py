@@ -21,8 +21,16 @@ from pydantic import BaseModel, ValidationError
 from agent.parsing import ToolCall
 from agent.tools.editor import Editor, ToolError
 from agent.tools.output import clip_middle, clip_parts, describe_binary, looks_binary_text, terminal_text
-from agent.tools.specs import (EDITOR_DESCRIPTION, SUBMIT_DESCRIPTION, BashArgs, EditorArgs, ShellMode, SubmitArgs,
-                               bash_description, function_spec)
+from agent.tools.specs import (
+    EDITOR_DESCRIPTION,
+    SUBMIT_DESCRIPTION,
+    BashArgs,
+    EditorArgs,
+    ShellMode,
+    SubmitArgs,
+    bash_description,
+    function_spec,
+)
 from agent.trajectory import ToolExecution
 from sandbox.base import CommandResult, Sandbox
 from sandbox.safe_patch import describe_left_out, safe_patch

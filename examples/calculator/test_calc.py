@@ -1,5 +1,4 @@
 import pytest
-
 from calc import add, clamp, divide, mean, percent, power, running_total, sign
 
 

@@ -10,7 +10,7 @@ from orchestrator.report.files import read_jsonl, read_text
 from orchestrator.report.model import Column, ReportOptions, Section
 from orchestrator.report.plots import finished_over_time, status_breakdown, tokens_per_second
 from orchestrator.report.trajview import Trajectories, duration, usage_lines
-from orchestrator.store import DB_NAME, AttemptRow, Store
+from orchestrator.shift.store import DB_NAME, AttemptRow, Store
 
 COLUMNS = [Column(key="task", label="task"), Column(key="state", label="state", type="status"),
            Column(key="result", label="result", type="status"), Column(key="attempts", label="attempts", type="number"),

@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from orchestrator.dashboard import fmt_duration
 from orchestrator.report.files import read_json
+from orchestrator.shift.dashboard import fmt_duration
 
 
 class TrajectoryStats(BaseModel):

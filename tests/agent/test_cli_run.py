@@ -14,7 +14,7 @@ from tests.agent.scripts import by_turn, fix_the_bug
 
 
 def nightowl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd, timeout=300)
 
 

@@ -13,8 +13,8 @@ from agent.scripted_server import ScriptedServer
 from agent.tools.specs import SHELL_MODES
 from agent.trajectory import ExitStatus, load_trajectory
 from tests.agent.conftest import git
-from tests.agent.test_cli_run import nightowl
 from tests.agent.scripts import by_turn, native
+from tests.agent.test_cli_run import nightowl
 from tests.agent.test_run_end_to_end import request_for
 
 

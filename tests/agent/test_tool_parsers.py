@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from agent.parsing import (PARSERS, ToolSet, parse_bare_json, parse_fenced_bash, parse_fenced_json, parse_hermes,
-                           parse_message, parse_xml)
+from agent.parsing import (
+    PARSERS,
+    ToolSet,
+    parse_bare_json,
+    parse_fenced_bash,
+    parse_fenced_json,
+    parse_hermes,
+    parse_message,
+    parse_xml,
+)
 from agent.tools import TOOL_SPECS, default_tools
 
 TOOLS = ToolSet.from_specs(TOOL_SPECS)

@@ -12,9 +12,9 @@ import json
 import pytest
 
 from agent.scripted_server import ScriptedServer
-from agent.scripted_teacher import teacher
 from tests.orchestrator.test_generate import generate_args, nightowl, read_samples, status
 from tests.polyglot import make_polyglot_repo
+from training.synthesis.scripted_teacher import teacher
 
 pytestmark = pytest.mark.slow
 

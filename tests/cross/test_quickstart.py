@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 
 from agent.scripted_server import ScriptedServer
-from agent.scripted_teacher import teacher
 from tests.orchestrator.helpers import kill_9_once_exists
 from tests.readme_commands import quickstart_agent_command, quickstart_usage
+from training.synthesis.scripted_teacher import teacher
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def nightowl(*args: object, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT)
 
 
@@ -45,7 +45,7 @@ def as_newcomer(command: str, tmp_path: Path, timeout: float) -> tuple[subproces
 
 
 def round_two(quick: Path, teacher_url: str) -> list[str]:
-    return [sys.executable, "-m", "orchestrator.cli", "flywheel", quick / "calculator", "--rounds", "2", "--base",
+    return [sys.executable, "-m", "orchestrator.cli.main", "flywheel", quick / "calculator", "--rounds", "2", "--base",
             quick / "tiny", "--teacher-base-url", teacher_url, "--teacher-model", "scripted-teacher", "--tasks",
             ROOT / "examples" / "calculator" / "tasks.yaml", "--out", quick / "flywheel", "--samples", "4",
             "--metric", "submit", "--max-steps", "6", "--max-tokens", "128",

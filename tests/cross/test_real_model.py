@@ -22,7 +22,7 @@ import pytest
 
 from agent.chat_template import is_tools_wrapper, read_chat_template
 from agent.trajectory import load_trajectory
-from orchestrator.serving import ServerConfig, VLLMServer
+from orchestrator.serving.vllm_server import ServerConfig, VLLMServer
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ RANK = 16
 
 
 def nightowl(*args: object, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT)
 
 
@@ -79,8 +79,8 @@ def test_smollm2_runs_trains_and_hot_loads(smollm2_server: VLLMServer, smollm2_d
                                           tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
-    from training.mask import encode, verify_masks
-    from training.render import render
+    from training.dataset.mask import encode, verify_masks
+    from training.dataset.render import render
 
     timings: dict[str, float] = {}
     assert is_tools_wrapper(read_chat_template(smollm2_dir))

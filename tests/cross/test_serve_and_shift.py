@@ -35,7 +35,7 @@ def healthy(port: int) -> bool:
 def test_serve_then_a_short_shift_against_it(tiny_model_dir, tmp_path):
     port = free_port()
     log = open(tmp_path / "serve.log", "w")
-    serve = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "serve", "--model", str(tiny_model_dir),
+    serve = subprocess.Popen([sys.executable, "-m", "orchestrator.cli.main", "serve", "--model", str(tiny_model_dir),
                               "--served-model-name", "tiny-served", "--port", str(port)],
                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -55,12 +55,12 @@ def test_serve_then_a_short_shift_against_it(tiny_model_dir, tmp_path):
         tasks.write_text("".join(json.dumps({"id": f"t{i}", "task": f"Create the file out/t{i}.txt"}) + "\n"
                                  for i in range(2)))
         shift = subprocess.run(
-            [sys.executable, "-m", "orchestrator.cli", "shift", str(repo), "--tasks", str(tasks), "--workers", "2",
+            [sys.executable, "-m", "orchestrator.cli.main", "shift", str(repo), "--tasks", str(tasks), "--workers", "2",
              "--base-url", f"http://127.0.0.1:{port}/v1", "--model", "tiny-served", "--out", str(tmp_path / "shift"),
              "--max-steps", "3", "--max-tokens", "48", "--max-attempts", "1", "--json"],
             cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert shift.returncode in (0, 3), shift.stderr[-3000:]
-        status = subprocess.run([sys.executable, "-m", "orchestrator.cli", "status", str(tmp_path / "shift"), "--json"],
+        status = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "status", str(tmp_path / "shift"), "--json"],
                                 cwd=ROOT, capture_output=True, text=True, timeout=60)
         counts = json.loads(status.stdout)
         print(f"[shift against nightowl serve: {counts}]")
@@ -90,7 +90,7 @@ def test_shift_without_base_url_serves_its_own_model(tiny_model_dir, tmp_path):
     out = tmp_path / "shift"
     started = time.monotonic()
     shift = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "shift", str(repo), "--tasks", str(tasks), "--workers", "1",
+        [sys.executable, "-m", "orchestrator.cli.main", "shift", str(repo), "--tasks", str(tasks), "--workers", "1",
          "--model", str(tiny_model_dir), "--out", str(out), "--max-steps", "2", "--max-tokens", "48",
          "--max-attempts", "1", "--max-model-len", "2048", "--json", "--", "--max-num-seqs", "4"],
         cwd=ROOT, capture_output=True, text=True, timeout=900)

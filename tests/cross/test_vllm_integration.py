@@ -14,12 +14,12 @@ import httpx
 import openai
 import pytest
 
-from tests.cross.conftest import git
 from agent.loop import AgentConfig
 from agent.model import ModelConfig
 from agent.run import RunRequest, run_task
 from agent.trajectory import ExitStatus, load_trajectory
-from orchestrator.serving import VLLMServer, load_adapter, unload_adapter
+from orchestrator.serving.vllm_server import VLLMServer, load_adapter, unload_adapter
+from tests.cross.conftest import git
 
 pytestmark = pytest.mark.slow
 

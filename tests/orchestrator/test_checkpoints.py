@@ -5,9 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.checkpoints import (ALLOWED_LORA_RANKS, FAMILIES, CheckpointError, allowed_lora_rank, read_adapter,
-                                      resolve_checkpoint)
-from orchestrator.serving import ServerConfig, ServingError, plan_server
+from orchestrator.serving.checkpoints import (
+    ALLOWED_LORA_RANKS,
+    FAMILIES,
+    CheckpointError,
+    allowed_lora_rank,
+    read_adapter,
+    resolve_checkpoint,
+)
+from orchestrator.serving.vllm_server import ServerConfig, ServingError, plan_server
 from tests.orchestrator.checkpoint_fixtures import TEMPLATES, make_adapter, make_checkpoint
 
 FAMILY_CASES = [
@@ -180,7 +186,7 @@ def test_qwen3_coder_moe_gets_no_lora_and_an_auto_context(tmp_path: Path) -> Non
 
 
 def test_kv_cache_per_token_for_latent_attention_and_float32() -> None:
-    from orchestrator.checkpoints import kv_cache_bytes_per_token
+    from orchestrator.serving.checkpoints import kv_cache_bytes_per_token
 
     deepseek = {"num_hidden_layers": 61, "num_attention_heads": 128, "kv_lora_rank": 512, "qk_rope_head_dim": 64}
     assert kv_cache_bytes_per_token(deepseek) == 61 * 576 * 2

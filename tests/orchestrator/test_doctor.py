@@ -7,14 +7,15 @@ import sys
 from pathlib import Path
 
 from agent.scripted_server import ScriptedServer
-from orchestrator.doctor_cli import check_server, missing_from_extra, python_import, version_of
+from orchestrator.cli.doctor import check_server, python_import
+from orchestrator.extras import missing_from_extra, version_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_doctor_reports_every_check_and_a_served_model():
     with ScriptedServer([], model="coder") as server:
-        proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "doctor", "--base-url", server.base_url,
+        proc = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "doctor", "--base-url", server.base_url,
                                "--model", "coder", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=600)
     checks = {c["name"]: c for c in json.loads(proc.stdout)}
     assert {"bubblewrap", "cgroups", "libraries", "torch", "transformers", "gpu", "server"} <= set(checks)
@@ -45,7 +46,7 @@ def test_missing_extra_requirements_are_read_from_the_installed_metadata():
 
 
 def test_doctor_names_library_versions_and_those_that_are_not_the_tested_ones():
-    from orchestrator.doctor_cli import check_libraries, tested_versions
+    from orchestrator.cli.doctor import check_libraries, tested_versions
 
     pins = tested_versions()
     assert pins["openai"] and pins["pydantic"]  # the checkout's constraints-cpu.txt is read

@@ -12,7 +12,7 @@ import pytest
 
 from agent.scripted_server import ScriptedServer
 from tests.orchestrator.helpers import SANDBOX, git
-from training.metrics import compare, outcome_of, paired_bootstrap
+from training.evaluation.metrics import compare, outcome_of, paired_bootstrap
 
 ROOT = Path(__file__).resolve().parents[2]
 N_TASKS = 8
@@ -58,7 +58,7 @@ def solver(solves: Callable[[int], bool]) -> Callable[[dict], dict]:
 
 
 def run_eval(tasks: Path, out: Path, servers: list[ScriptedServer], *extra: str) -> dict:
-    args = [sys.executable, "-m", "orchestrator.cli", "eval", "--tasks", str(tasks), "--out", str(out),
+    args = [sys.executable, "-m", "orchestrator.cli.main", "eval", "--tasks", str(tasks), "--out", str(out),
             "--sandbox", SANDBOX, "--max-steps", "4", "--workers", "4", "--json"]
     for s in servers:
         args += ["--model", s.model, "--base-url", s.base_url]
@@ -124,7 +124,7 @@ def test_a_hosted_model_gets_its_own_url_and_key(tmp_path: Path, monkeypatch) ->
 
 def test_eval_bad_input_is_one_line(tmp_path: Path) -> None:
     repo, tasks = make_bench(tmp_path)
-    base = [sys.executable, "-m", "orchestrator.cli", "eval", "--tasks", str(tasks), "--out", str(tmp_path / "o"),
+    base = [sys.executable, "-m", "orchestrator.cli.main", "eval", "--tasks", str(tasks), "--out", str(tmp_path / "o"),
             "--repo", str(repo), "--sandbox", SANDBOX]
     with ScriptedServer(solver(lambda n: True), model="m") as server, \
          ScriptedServer(solver(lambda n: True), model="h", api_key="secret") as hosted:

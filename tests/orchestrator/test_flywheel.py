@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from agent.scripted_server import ScriptedServer
-from agent.scripted_teacher import request_kind, target_of, teacher
 from tests.orchestrator.helpers import SANDBOX, kill_9_once_exists
+from training.synthesis.scripted_teacher import request_kind, target_of, teacher
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +29,7 @@ def student(request: dict) -> dict:
 
 
 def flywheel_cmd(repo: Path, out: Path, rounds: int, base: Path, student_url: str, teacher_url: str) -> list[str]:
-    return [sys.executable, "-m", "orchestrator.cli", "flywheel", str(repo), "--rounds", str(rounds), "--base", str(base),
+    return [sys.executable, "-m", "orchestrator.cli.main", "flywheel", str(repo), "--rounds", str(rounds), "--base", str(base),
             "--teacher-base-url", teacher_url, "--teacher-model", "scripted", "--student-base-url", student_url,
             "--tasks", str(ROOT / "examples" / "calculator" / "tasks.yaml"), "--out", str(out), "--samples", "2",
             "--metric", "submit", "--max-steps", "4", "--sandbox", SANDBOX,

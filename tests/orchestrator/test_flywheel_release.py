@@ -19,11 +19,11 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.scripted_server import ScriptedServer
-from agent.scripted_teacher import request_kind, target_of, teacher
-from orchestrator.cli import app
+from orchestrator.cli.main import app
 from orchestrator.errors import UsageError
-from orchestrator.student import choose_release, parse_devices
+from orchestrator.serving.student import choose_release, parse_devices
 from tests.orchestrator.helpers import SANDBOX, kill_9_once_exists
+from training.synthesis.scripted_teacher import request_kind, target_of, teacher
 
 ROOT = Path(__file__).resolve().parents[2]
 EIGHT = list(range(8))
@@ -98,7 +98,7 @@ def test_dry_run_prints_a_rounds_steps_in_order(calculator: Path, tiny_model_dir
     assert split.exit_code == 0, split.output
     # two training GPUs: one torchrun process each (DDP), on those GPUs only
     assert re.search(r"4\. train: CUDA_VISIBLE_DEVICES=4,5 \S+ -m torch.distributed.run --standalone "
-                     r"--nproc_per_node 2 -m orchestrator.cli train --base", split.stdout), split.stdout
+                     r"--nproc_per_node 2 -m orchestrator.cli.main train --base", split.stdout), split.stdout
     refused = runner.invoke(app, flywheel_args(calculator, out, tiny_model_dir, "http://127.0.0.1:9/v1",
                                                "--student-base-url", "http://127.0.0.1:8123/v1", "--train-devices",
                                                "1,2", "--serve-devices", "0,1", "--dry-run"))
@@ -161,7 +161,7 @@ def rounds_of(out: Path) -> list[dict]:
 def test_sleep_path_killed_between_steps_and_resumed(calculator: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "fly"
     with ScriptedServer(teacher, model="scripted") as t, SleepyServer(student, model=str(tiny_model_dir)) as s:
-        cmd = [sys.executable, "-m", "orchestrator.cli",
+        cmd = [sys.executable, "-m", "orchestrator.cli.main",
                *flywheel_args(calculator, out, tiny_model_dir, t.base_url, "--student-base-url", s.base_url,
                               "--release", "sleep")]
         # killed after the release (the server sleeps), while training runs
@@ -203,7 +203,7 @@ def test_restart_path_with_the_real_vllm_server(calculator: Path, tiny_model_dir
         args = flywheel_args(calculator, out, student, t.base_url, "--release", "restart", "--max-tokens",
                              "16", "--max-model-len", "4096")
         args[args.index("--tasks") + 1] = str(tasks)
-        cmd = [sys.executable, "-m", "orchestrator.cli", *args]
+        cmd = [sys.executable, "-m", "orchestrator.cli.main", *args]
         kill_9_once_exists(cmd, out / "round-2" / "train.log", cwd=ROOT, timeout=1500)
         assert json.loads((out / "round-2" / "release.json").read_text())["action"] == "stopped"
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from agent.scripted_server import ScriptedServer
-from agent.scripted_teacher import request_kind, target_of, teacher
 from tests.orchestrator.helpers import SANDBOX
 from tests.polyglot import git, make_polyglot_repo
+from training.synthesis.scripted_teacher import request_kind, target_of, teacher
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {"id", "commit", "file", "function", "language", "category", "t1_run_dir", "t1_patch", "pr", "t2_run_dir",
@@ -24,7 +24,7 @@ FIELDS = {"id", "commit", "file", "function", "language", "category", "t1_run_di
 
 
 def nightowl(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
@@ -147,7 +147,7 @@ def test_kill_9_during_generation_then_resume(tmp_path):
     with ScriptedServer(slow) as server:
         out = tmp_path / "gen"
         args = generate_args(repo, server.base_url, out, 6, "--workers", "3")
-        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT, start_new_session=True,
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli.main", *args], cwd=ROOT, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
         deadline = time.monotonic() + 240
@@ -296,7 +296,7 @@ def test_several_snapshots(tmp_path):
 def test_a_schema_1_store_migrates_in_place(tmp_path):
     import sqlite3
 
-    from orchestrator.store import DB_NAME, MIGRATIONS, SCHEMA_VERSION, Store
+    from orchestrator.shift.store import DB_NAME, MIGRATIONS, SCHEMA_VERSION, Store
 
     db = sqlite3.connect(tmp_path / DB_NAME)
     db.executescript(MIGRATIONS[0] + "; CREATE TABLE schema_version (version INTEGER NOT NULL);"

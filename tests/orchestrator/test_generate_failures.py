@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.scripted_server import ScriptedServer
-from agent.scripted_teacher import request_kind, teacher
-from orchestrator.store import Store
-from orchestrator.tasks import TaskSpec
+from orchestrator.shift.store import Store
+from orchestrator.shift.tasks import TaskSpec
 from tests.orchestrator.test_generate import ROOT, generate_args, nightowl, read_samples
 from tests.polyglot import git, make_polyglot_repo
+from training.synthesis.scripted_teacher import request_kind, teacher
 
 # Imported by the generate subprocess (PYTHONPATH): while the marker file exists, computing a rollout's patch
 # raises, as a bug in nightowl would. Removing the marker is "the fix".
@@ -34,7 +34,7 @@ agent.loop.Agent.run = run
 
 
 def nightowl_with(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=600, env={**os.environ, **env})
 
 

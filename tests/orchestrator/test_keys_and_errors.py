@@ -8,7 +8,7 @@ from pathlib import Path
 
 from agent.run import RunOutcome, RunRequest
 from agent.scripted_server import ScriptedServer
-from orchestrator.shift import Shift, ShiftOptions, file_source
+from orchestrator.shift.engine import Shift, ShiftOptions, file_source
 from sandbox.errors import UserError
 from tests.orchestrator.helpers import SANDBOX, agent_reply, make_repo, nightowl_branches, write_tasks
 
@@ -34,7 +34,7 @@ def test_a_refused_key_is_a_one_line_setup_error(tmp_path):
     tasks = write_tasks(tmp_path / "tasks.jsonl", 1)
     env = {k: v for k, v in __import__("os").environ.items() if k != "NIGHTOWL_API_KEY"}
     with ScriptedServer(agent_reply, api_key="sekrit") as server:
-        r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "shift", str(repo), "--tasks", str(tasks),
+        r = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "shift", str(repo), "--tasks", str(tasks),
                             "--base-url", server.base_url, "--model", "scripted", "--out", str(tmp_path / "out"),
                             "--sandbox", SANDBOX, "--json"], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 2, r.stderr
@@ -82,13 +82,14 @@ def test_an_internal_exception_is_not_reported_as_bad_input(tmp_path):
 def test_the_cli_shows_a_bug_as_a_bug_with_its_traceback_in_a_log(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    import orchestrator.cli as cli
+    import orchestrator.cli.main as cli
+    from orchestrator.errors import EXIT_BUG
     monkeypatch.setenv("NIGHTOWL_CRASH_DIR", str(tmp_path / "crash"))
     monkeypatch.setattr(cli, "run_task", lambda *a, **k: (_ for _ in ()).throw(ValueError("internal oops")))
     repo = make_repo(tmp_path / "repo")
     result = CliRunner().invoke(cli.app, ["run", str(repo), "--task", "x", "--model", "m", "--base-url",
                                           "http://127.0.0.1:9/v1"])
-    assert result.exit_code == cli.EXIT_BUG
+    assert result.exit_code == EXIT_BUG
     assert "internal error" in result.output and "ValueError: internal oops" in result.output
     assert "error: internal oops" not in result.output
     logs = list((tmp_path / "crash").glob("crash-*.log"))
@@ -96,7 +97,7 @@ def test_the_cli_shows_a_bug_as_a_bug_with_its_traceback_in_a_log(tmp_path, monk
 
 
 def test_user_errors_stay_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(tmp_path / "nope"), "--task", "x",
+    r = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "run", str(tmp_path / "nope"), "--task", "x",
                         "--model", "m", "--base-url", "http://127.0.0.1:9/v1"], capture_output=True, text=True)
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
     assert issubclass(__import__("sandbox.git", fromlist=["NotARepository"]).NotARepository, UserError)

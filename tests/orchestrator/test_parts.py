@@ -8,18 +8,18 @@ import pytest
 from rich.console import Console
 
 from agent.scripted_server import ScriptedServer
-from orchestrator.dashboard import Dashboard
-from orchestrator.endpoints import EndpointPool
 from orchestrator.errors import UsageError
-from orchestrator.shift import Shift, ShiftOptions, file_source, parse_until
+from orchestrator.shift.dashboard import Dashboard
+from orchestrator.shift.endpoints import EndpointPool
+from orchestrator.shift.engine import Shift, ShiftOptions, file_source, parse_until
 from tests.orchestrator.helpers import SANDBOX, agent_reply, make_repo, write_tasks
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_local_executor_needs_no_ray():
-    code = ("import sys, orchestrator.cli, orchestrator.shift, orchestrator.executors; "
-            "orchestrator.executors.make_executor('local'); assert 'ray' not in sys.modules")
+    code = ("import sys, orchestrator.cli.main, orchestrator.shift.engine, orchestrator.shift.executors; "
+            "orchestrator.shift.executors.make_executor('local'); assert 'ray' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 

@@ -6,9 +6,8 @@ import pytest
 import ray  # the test install includes Ray: a missing or broken one fails here, never skips
 
 from agent.scripted_server import ScriptedServer
-from orchestrator.shift import Shift, ShiftOptions, file_source
-from tests.orchestrator.helpers import (SANDBOX, agent_reply, fingerprint, git, make_repo, nightowl_branches,
-                                        write_tasks)
+from orchestrator.shift.engine import Shift, ShiftOptions, file_source
+from tests.orchestrator.helpers import SANDBOX, agent_reply, fingerprint, git, make_repo, nightowl_branches, write_tasks
 
 
 @pytest.mark.slow

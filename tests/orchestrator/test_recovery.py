@@ -2,8 +2,8 @@
 import sqlite3
 
 from agent.scripted_server import ScriptedServer
-from orchestrator.shift import Shift, ShiftOptions, file_source
-from orchestrator.store import SCHEMA_VERSION, Store
+from orchestrator.shift.engine import Shift, ShiftOptions, file_source
+from orchestrator.shift.store import SCHEMA_VERSION, Store
 from tests.orchestrator.helpers import SANDBOX, agent_reply, git, make_repo, nightowl_branches, write_tasks
 
 
@@ -61,14 +61,16 @@ def test_schema_is_versioned_and_a_newer_one_refused(tmp_path):
     store.db.execute("UPDATE schema_version SET version=?", (SCHEMA_VERSION + 1,))
     store.close()
     import pytest
-    from orchestrator.store import StoreError
+
+    from orchestrator.shift.store import StoreError
     with pytest.raises(StoreError, match="newer"):
         Store(tmp_path)
 
 
 def test_a_resume_must_name_the_same_repo(tmp_path):
     import pytest
-    from orchestrator.store import StoreError
+
+    from orchestrator.shift.store import StoreError
     repo, other = make_repo(tmp_path / "repo"), make_repo(tmp_path / "other")
     tasks = write_tasks(tmp_path / "tasks.jsonl", 1)
     with ScriptedServer(agent_reply) as server:

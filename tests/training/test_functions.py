@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.polyglot import git, make_polyglot_repo
-from training.functions import list_functions, plan_samples, sample_functions
+from training.synthesis.functions import list_functions, plan_samples, sample_functions
 
 EXPECTED = {
     ("core/lib.rs", "Stack.push", "rust", 6, 9),

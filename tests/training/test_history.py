@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.training.helpers import conversation, make_generate, make_shift, trajectory
-from training.demonstrations import from_history
-from training.export import ExportOptions, export
-from training.history import mine_history
-from training.holdout import HoldoutLeak, holdout_since, last_commit_before, record_holdout
-from training.recall import changed_lines
+from training.dataset.export import ExportOptions, export
+from training.evaluation.history import mine_history
+from training.evaluation.holdout import HoldoutLeak, holdout_since, last_commit_before, record_holdout
+from training.synthesis.demonstrations import from_history
+from training.synthesis.recall import changed_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 CALC = "def add(a, b):\n    return a + b\n"
@@ -95,18 +95,18 @@ def test_max_and_until(history) -> None:
 def test_cli_writes_tasks_that_shift_reads_and_records_the_cutoff(history, tmp_path: Path) -> None:
     repo, c = history
     tasks = tmp_path / "bench.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "bench-history", str(repo), "--since",
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "bench-history", str(repo), "--since",
                            "2024-01-15", "--until", "2024-04-15", "--out", str(tasks), "--json"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["tasks"] == 2
     rows = [json.loads(line) for line in tasks.read_text().splitlines()]
     assert {"id", "task", "commit", "reference_patch"} <= set(rows[0]) and "tests" in rows[0] and "tests" not in rows[1]
-    from orchestrator.tasks import load_tasks_file
+    from orchestrator.shift.tasks import load_tasks_file
     assert [s.commit for s in load_tasks_file(tasks)] == [c["init"], c["huge"]]
     assert holdout_since(repo) == datetime(2024, 1, 15, tzinfo=timezone.utc)
     assert last_commit_before(repo, holdout_since(repo)) == c["init"]
-    bad = subprocess.run([sys.executable, "-m", "orchestrator.cli", "bench-history", str(repo), "--since", "2030-01-01",
+    bad = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "bench-history", str(repo), "--since", "2030-01-01",
                           "--out", str(tmp_path / "none.jsonl")], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "no usable commits" in bad.stderr and "Traceback" not in bad.stderr
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from training.lora_targets import (ATTENTION, MLP, VLLM_LORA_MODULES, adapter_modules, adapter_problems, choose)
+from training.finetune.lora_targets import ATTENTION, MLP, VLLM_LORA_MODULES, adapter_modules, adapter_problems, choose
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=512,
@@ -98,7 +98,7 @@ def accepted(name: str, expected: set[str]) -> bool:
 
 
 def train_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", "train", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "train", *args], capture_output=True,
                           text=True, cwd=ROOT, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
@@ -123,7 +123,7 @@ def test_moe_adapter_trains_and_loads_into_vllm(tiny_model_dir: Path, tmp_path: 
     are Triton-only (the CPU build has no Triton backend); the test records that error instead of an answer."""
     from safetensors import safe_open
 
-    from orchestrator.serving import ServerConfig, VLLMServer, load_adapter
+    from orchestrator.serving.vllm_server import ServerConfig, VLLMServer, load_adapter
     from tests.training.memory_probe import build_model, long_rows
 
     base = build_model(tmp_path / "moe", tiny_model_dir, "qwen3_moe", hidden_size=128, intermediate_size=256,

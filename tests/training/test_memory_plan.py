@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from training import coder_shapes
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
+from orchestrator.cli.main import app
+from training.finetune import coder_shapes
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -75,7 +74,7 @@ def test_moe_plan_adapts_attention_only(tmp_path: Path) -> None:
 def test_train_refuses_in_one_line_before_loading(tmp_path: Path) -> None:
     base = config_only(tmp_path / "qwen7b", QWEN25_CODER_7B)
     # this machine (CPU: float32) cannot hold 7.6 B parameters at 32k tokens; nor could a 16 GiB budget anywhere
-    result = subprocess.run([sys.executable, "-m", "orchestrator.cli", "train", "--base", str(base), "--data",
+    result = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "train", "--base", str(base), "--data",
                              str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--max-length", "32768",
                              "--memory-gib", "16"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 2, result.stderr
@@ -109,7 +108,7 @@ def test_chunked_loss_is_transformers_loss(tiny_model_dir: Path) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from training.train import ChunkedLoss
+    from training.finetune.train import ChunkedLoss
 
     torch.manual_seed(0)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),

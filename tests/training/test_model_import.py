@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.chat_template import is_tools_wrapper, renders_tools
-from orchestrator.cli import app
+from orchestrator.cli.main import app
 from tests.training.gguf_files import SMOLLM2_TEMPLATE, write_tiny_gguf
 
 runner = CliRunner()
@@ -117,7 +117,7 @@ def test_bad_input_gets_one_line_exit_2_and_leaves_nothing(tiny_gguf: Path, tmp_
 
 def test_an_architecture_vllm_does_not_serve_is_refused(tiny_gguf: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import orchestrator.model_import as model_import
+    import orchestrator.serving.model_import as model_import
 
     monkeypatch.setattr(model_import, "vllm_serves", lambda cls: (False, f"vLLM 9.9 does not serve {cls}"))
     result = nightowl("model", "import", tiny_gguf, "--out", tmp_path / "out")
@@ -127,7 +127,7 @@ def test_an_architecture_vllm_does_not_serve_is_refused(tiny_gguf: Path, tmp_pat
 
 def test_a_failure_during_conversion_leaves_nothing_half_written(tiny_gguf: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import orchestrator.model_import as model_import
+    import orchestrator.serving.model_import as model_import
 
     real_convert = model_import.convert
 

@@ -7,13 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from agent.chat_template import (is_tools_wrapper, renders_tools, template_uses_reasoning, tool_format_note,
-                                 with_tools_in_system_prompt)
+from agent.chat_template import (
+    is_tools_wrapper,
+    renders_tools,
+    template_uses_reasoning,
+    tool_format_note,
+    with_tools_in_system_prompt,
+)
 from tests.training.gguf_files import SMOLLM2_TEMPLATE
 from tests.training.helpers import TOOLS, call, conversation
-from training.mask import encode, verify_masks
-from training.render import fold_reasoning, render, serving_messages, serving_template, serving_tools
-from training.tiny_model import CHAT_TEMPLATE
+from training.dataset.mask import encode, verify_masks
+from training.dataset.render import fold_reasoning, render, serving_messages, serving_template, serving_tools
+from training.finetune.tiny_model import CHAT_TEMPLATE
 
 WRAPPED = with_tools_in_system_prompt(SMOLLM2_TEMPLATE)
 TWO_RESULTS = [
@@ -117,8 +122,8 @@ def test_untrained_rows_of_emitted_special_tokens_are_found_and_reported(tiny_mo
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from training.mask import untrained_special_tokens
-    from training.train import TrainOptions, train
+    from training.dataset.mask import untrained_special_tokens
+    from training.finetune.train import TrainOptions, train
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -161,7 +166,7 @@ def test_a_template_that_renders_reasoning_keeps_it_inside_the_wrapper(smollm2_t
 
 def test_nightowl_serves_a_template_without_tools_through_the_same_wrapper(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator.serving import ServerConfig, plan_server
+    from orchestrator.serving.vllm_server import ServerConfig, plan_server
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     model = tmp_path / "SmolLM2"

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.recall import changed_lines, line_recall
+from training.synthesis.recall import changed_lines, line_recall
 
 P1 = """diff --git a/app.py b/app.py
 index 1111111..2222222 100644

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.training.helpers import TOOLS, call, conversation
-from training.mask import Encoded, MaskError, encode, verify_masks
-from training.render import TemplateError, fold_reasoning, render, serving_messages, serving_tools
+from training.dataset.mask import Encoded, MaskError, encode, verify_masks
+from training.dataset.render import TemplateError, fold_reasoning, render, serving_messages, serving_tools
 
 # Tool calls with compact and with invalid JSON arguments, several calls in one turn, several tool results in a
 # row, reasoning, empty content: the cases where a naive renderer drifts from the server.
@@ -134,8 +134,8 @@ def test_a_template_that_renders_reasoning_itself_keeps_the_field(tiny_model_dir
     from transformers import AutoTokenizer
 
     from tests.training.helpers import make_shift, read_rows, trajectory
-    from training.export import ExportOptions, export
-    from training.tiny_model import CHAT_TEMPLATE
+    from training.dataset.export import ExportOptions, export
+    from training.finetune.tiny_model import CHAT_TEMPLATE
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     tok.chat_template = CHAT_TEMPLATE.replace(
@@ -160,11 +160,11 @@ def test_packed_rows_give_the_same_loss_as_padded_rows(tiny_model_dir: Path) -> 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorWithFlattening
 
-    from training.train import PaddedCollator, Rows
+    from training.finetune.train import PaddedCollator, Rows
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    model.config.use_cache = False  # as training.train.load_model sets it
+    model.config.use_cache = False  # as training.finetune.train.load_model sets it
     rows = Rows([encode(tok, conversation(f"r{i}", turns=i + 1), TOOLS) for i in range(3)])
     features = [rows[i] for i in range(3)]
     with torch.no_grad():

@@ -5,9 +5,9 @@ import pytest
 
 from sandbox.errors import UserError
 from tests.polyglot import git, make_polyglot_repo
-from training.categories import CATEGORIES, pick_category
-from training.demonstrations import GENERIC, demonstration_pool, from_file, pick_demonstration
-from training.outputs import extract_output, parse_yes_no
+from training.synthesis.categories import CATEGORIES, pick_category
+from training.synthesis.demonstrations import GENERIC, demonstration_pool, from_file, pick_demonstration
+from training.synthesis.outputs import extract_output, parse_yes_no
 
 
 @pytest.mark.parametrize("reply, expected", [

@@ -119,7 +119,7 @@ def test_assistant_mask_covers_replies_and_end_tokens(tokenizer) -> None:
 
 
 def test_refuses_non_empty_directory(tmp_path: Path) -> None:
-    from training.tiny_model import build_tiny_model
+    from training.finetune.tiny_model import build_tiny_model
 
     (tmp_path / "keep.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not empty"):
@@ -132,7 +132,7 @@ def test_pretraining_lowers_the_loss_changes_the_weights_and_records_the_curve(t
     import torch
     from transformers import AutoModelForCausalLM
 
-    from training.tiny_model import PRETRAIN_REPORT, build_tiny_model, pretrain
+    from training.finetune.tiny_model import PRETRAIN_REPORT, build_tiny_model, pretrain
 
     corpus = tmp_path / "corpus.py"
     corpus.write_text("".join(f"def f{i}(x):\n    return x + {i}\n\n\n" for i in range(3000)))
@@ -150,7 +150,7 @@ def test_pretraining_lowers_the_loss_changes_the_weights_and_records_the_curve(t
 
 def test_a_corpus_too_small_to_pretrain_on_is_one_clear_error(tmp_path: Path) -> None:
     from sandbox.errors import UserError
-    from training.tiny_model import build_tiny_model, pretrain
+    from training.finetune.tiny_model import build_tiny_model, pretrain
 
     corpus = tmp_path / "corpus.py"
     corpus.write_text("def f(x):\n    return x\n" * 400)

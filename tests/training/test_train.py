@@ -17,8 +17,8 @@ import pytest
 
 from tests.training.helpers import TOOLS, conversation, make_generate, make_shift, trajectory
 from tests.training.test_render_and_mask import BARE_TOOLS, MULTI_TURN
-from training.mask import encode
-from training.render import render, vllm_request_messages
+from training.dataset.mask import encode
+from training.dataset.render import render, vllm_request_messages
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ differs, which Adam's first updates amplify (zero-initialised LoRA B), so the cu
 
 def cli(*args: str, timeout: float = 600, env: dict | None = None, launcher: list[str] | None = None
         ) -> subprocess.CompletedProcess:
-    command = (launcher or [sys.executable]) + ["-m", "orchestrator.cli", *args]
+    command = (launcher or [sys.executable]) + ["-m", "orchestrator.cli.main", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
@@ -159,7 +159,7 @@ def test_killed_training_resumes_from_its_checkpoint(tiny_model_dir: Path, datas
     out = tmp_path / "adapter"
     args = ["train", "--base", str(tiny_model_dir), "--data", str(dataset), "--out", str(out), "--epochs", "4",
             "--rank", "8", "--save-steps", "3", "--batch-size", "1"]
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli.main", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.monotonic() + 300
     try:

@@ -1,0 +1,152 @@
+"""`nightowl eval`: the same tasks for each model, each model as its own resumable shift, then metrics and a verdict.
+
+Layout: OUT/models/<model>/ is a shift directory (store, runs, events); OUT/checks.json caches whether each
+task's tests fail before any change; OUT/eval.json is the result.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agent.trajectory import write_text_atomic
+from orchestrator.errors import UsageError
+from orchestrator.pipelines.eval_checks import tests_pass
+from orchestrator.shift.endpoints import probe
+from orchestrator.shift.engine import Shift, ShiftOptions
+from orchestrator.shift.store import Store
+from orchestrator.shift.tasks import StaticTaskSource, TaskSpec
+from training.evaluation.metrics import METRICS, TaskOutcome, compare, outcome_of, summarize
+
+
+class EvalModel(BaseModel):
+    name: str
+    base_url: str
+    api_key_env: str = "NIGHTOWL_API_KEY"
+    price_per_mtok: float | None = Field(default=None, ge=0)
+    gpu_hour_price: float | None = Field(default=None, ge=0)
+
+
+class EvalOptions(BaseModel):
+    repo: Path
+    tasks: list[TaskSpec]
+    tasks_file: Path
+    models: list[EvalModel]
+    out: Path
+    metric: str = "recall"
+    workers: int = Field(default=2, gt=0)
+    max_steps: int = Field(default=30, gt=0)
+    max_tokens: int = Field(default=4096, gt=0)
+    temperature: float = 0.0
+    tool_choice: str = "auto"
+    sandbox: str = "auto"
+    workdir: Path | None = None
+    task_timeout_s: float = Field(default=1800, gt=0)
+    command_timeout_s: float = Field(default=300, gt=0)
+    check_timeout_s: float = Field(default=600, gt=0)
+    deadline: float | None = None
+    bootstrap_samples: int = Field(default=10_000, gt=0)
+    seed: int = 0
+
+
+def model_dir(out: Path, name: str) -> Path:
+    """A directory name for any model name (adapter, hub id, path), distinct for distinct names."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[-60:] or "model"
+    return out / "models" / f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def validate(options: EvalOptions) -> None:
+    names = [m.name for m in options.models]
+    if len(set(names)) != len(names):
+        raise UsageError("each --model must be named once (the same name twice would share a result)")
+    if options.metric not in METRICS:
+        raise UsageError(f"--metric must be one of {', '.join(METRICS)}, not {options.metric!r}")
+    for m in options.models:
+        problem = probe(m.base_url.rstrip("/"), m.name, m.api_key_env)
+        if problem is not None:
+            raise UsageError(f"model {m.name!r} at {m.base_url}: {problem} (start the server, or fix --base-url/--model)")
+
+
+def run_model(options: EvalOptions, model: EvalModel) -> bool:
+    """Runs (or resumes) one model's shift; True when every task finished. Wall time adds up across resumes."""
+    directory = model_dir(options.out, model.name)
+    shift = Shift(ShiftOptions(
+        repo=options.repo, out=directory, model=model.name, base_urls=[model.base_url.rstrip("/")],
+        workers=options.workers, create_branches=False, max_attempts=1, max_steps=options.max_steps,
+        max_tokens=options.max_tokens, temperature=options.temperature, tool_choice=options.tool_choice,
+        api_key_env=model.api_key_env, sandbox=options.sandbox, task_timeout_s=options.task_timeout_s,
+        command_timeout_s=options.command_timeout_s, deadline=options.deadline, stop_on_internal_error=True,
+        workdir=options.workdir / model.name.replace("/", "_") if options.workdir else None),
+        sources=[StaticTaskSource(options.tasks, name=str(options.tasks_file))])
+    started = time.monotonic()
+    report = shift.run(install_signals=True)
+    elapsed_path = directory / "elapsed.json"
+    before = json.loads(elapsed_path.read_text())["seconds"] if elapsed_path.is_file() else 0.0
+    write_text_atomic(elapsed_path, json.dumps({"seconds": before + time.monotonic() - started}) + "\n")
+    return report.complete
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def fails_before(options: EvalOptions) -> dict[str, bool]:
+    """Which tasks' checks fail at the start commit (only those can show a resolve); cached in OUT/checks.json."""
+    path = options.out / "checks.json"
+    cache = read_json(path)
+    for spec in options.tasks:
+        if spec.tests is not None and spec.id not in cache:
+            cache[spec.id] = not tests_pass(options.repo, spec.commit, spec.tests, "", options.sandbox,
+                                            options.check_timeout_s)
+            write_text_atomic(path, json.dumps(cache, indent=1) + "\n")
+    return cache
+
+
+def outcomes(options: EvalOptions, model: EvalModel, failing: dict[str, bool]) -> list[TaskOutcome]:
+    directory = model_dir(options.out, model.name)
+    store = Store(directory, readonly=True)
+    try:
+        results = {r["task_id"]: r for r in store.results()}
+    finally:
+        store.close()
+    resolved_path = directory / "resolved.json"
+    resolved = read_json(resolved_path)
+    found = []
+    for spec in options.tasks:
+        row = results.get(spec.id)
+        traj = read_json(Path(row["run_dir"]) / "trajectory.json") if row else None
+        traj = traj or None
+        if spec.tests is not None and failing.get(spec.id) and spec.id not in resolved:
+            patch = traj.get("patch", "") if traj and traj.get("exit_status") == "submitted" else ""
+            resolved[spec.id] = bool(patch) and tests_pass(options.repo, spec.commit, spec.tests, patch,
+                                                          options.sandbox, options.check_timeout_s)
+            write_text_atomic(resolved_path, json.dumps(resolved, indent=1) + "\n")
+        found.append(outcome_of(spec.id, traj, spec.reference_patch, resolved.get(spec.id)))
+    return found
+
+
+def run_eval(options: EvalOptions) -> tuple[dict[str, Any], bool]:
+    """The eval object (also written to OUT/eval.json) and whether every model finished every task."""
+    validate(options)
+    options.out.mkdir(parents=True, exist_ok=True)
+    complete = all([run_model(options, m) for m in options.models])
+    failing = fails_before(options)
+    per_model = {m.name: outcomes(options, m, failing) for m in options.models}
+    metrics = [summarize(m.name, per_model[m.name], m.price_per_mtok, m.gpu_hour_price,
+                         read_json(model_dir(options.out, m.name) / "elapsed.json").get("seconds"))
+               for m in options.models]
+    a = options.models[0].name
+    comparisons = [compare(a, per_model[a], m.name, per_model[m.name], options.metric, options.bootstrap_samples,
+                           options.seed) for m in options.models[1:]]
+    result = {"tasks_file": str(options.tasks_file), "repo": str(options.repo), "complete": complete,
+              "metric": options.metric, "models": [m.model_dump() for m in metrics],
+              "comparison": comparisons[0].model_dump() if comparisons else None,
+              "comparisons": [c.model_dump() for c in comparisons],
+              "per_task": {name: [o.model_dump() for o in found] for name, found in per_model.items()}}
+    write_text_atomic(options.out / "eval.json", json.dumps(result, indent=1) + "\n")
+    return result, complete
