@@ -10,7 +10,7 @@ commit hashes.
     nightowl bench-history DEST --since 2026-03-01 --until 2026-04-01 --out tasks.jsonl
 
 The commits from 2026-03-01 to 2026-04-01 are the held-out benchmark: 9 tasks, 7 with a test check that fails
-before the change and passes after it (tests/training/test_example_history.py checks both); everything
+before the change and passes after it (tests/training/evaluation/test_example_history.py checks both); everything
 before 2026-03-01 is history a model may learn from. Standard library only.
 """
 from __future__ import annotations

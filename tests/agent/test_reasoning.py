@@ -13,7 +13,7 @@ from agent.run import RunRequest, run_task
 from agent.scripted_server import ScriptedServer
 from agent.trajectory import ExitStatus, load_trajectory
 from tests.agent.scripts import repo_root
-from tests.orchestrator.checkpoint_fixtures import TEMPLATES, make_checkpoint
+from tests.orchestrator.serving.checkpoint_fixtures import TEMPLATES, make_checkpoint
 
 THOUGHTS = ["The bug is probably in calc.py; read it first.", "Done reading; submit.", "Reviewed; submit again."]
 

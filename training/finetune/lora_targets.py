@@ -4,7 +4,7 @@ vLLM accepts an adapter module when its name (after vLLM's packing: q/k/v_proj -
 gate_up_proj) is a LoRA-capable layer of its own model for that architecture, and refuses the whole adapter
 otherwise ("expected target modules in {...} but received [...]"). `VLLM_LORA_MODULES` lists, per architecture we
 serve, the adapter-visible names outside routed experts that vLLM 0.32 accepts, read from its model code
-(tests/training/test_lora_targets.py checks the Qwen2 and Qwen3-MoE rows against the list the installed vLLM
+(tests/training/finetune/test_lora_targets.py checks the Qwen2 and Qwen3-MoE rows against the list the installed vLLM
 engine itself reports).
 
 Mixture-of-experts bases: transformers 5 stores routed experts as fused 3-D parameters (not nn.Linear), and peft

@@ -16,7 +16,7 @@ the LoRA target layers; activations follow from the config's shapes. The terms, 
 - a fixed allowance: on GPU the CUDA context and kernels' workspaces, on CPU the training process itself.
 
 Every rank holds a full replica under DDP (torchrun), so more GPUs do not lower the per-device peak; they raise
-the tokens per step. tests/training/test_memory_plan.py checks the estimate against the measured peak of real
+the tokens per step. tests/training/finetune/test_memory_plan.py checks the estimate against the measured peak of real
 training runs on CPU (within 25%); bench/train_gpu.py prints plan vs measured on a GPU.
 """
 from __future__ import annotations

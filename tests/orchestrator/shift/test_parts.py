@@ -14,7 +14,7 @@ from orchestrator.shift.endpoints import EndpointPool
 from orchestrator.shift.engine import Shift, ShiftOptions, file_source, parse_until
 from tests.orchestrator.helpers import SANDBOX, agent_reply, make_repo, write_tasks
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_local_executor_needs_no_ray():

@@ -15,13 +15,13 @@ import httpx
 import openai
 import pytest
 
+from tests.training.dataset.test_render_and_mask import BARE_TOOLS, MULTI_TURN
 from tests.training.helpers import TOOLS, conversation, make_generate, make_shift, trajectory
-from tests.training.test_render_and_mask import BARE_TOOLS, MULTI_TURN
 from training.dataset.mask import encode
 from training.dataset.render import render, vllm_request_messages
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DDP_RTOL = 0.01
 """Per-step loss, one process (batch 2) vs torchrun 2 x batch 1: equal data per step; only float summation order
 differs, which Adam's first updates amplify (zero-initialised LoRA B), so the curves agree to ~0.2%, not bits."""

@@ -25,7 +25,7 @@ from orchestrator.serving.student import choose_release, parse_devices
 from tests.orchestrator.helpers import SANDBOX, kill_9_once_exists
 from training.synthesis.scripted_teacher import request_kind, target_of, teacher
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EIGHT = list(range(8))
 
 

@@ -14,7 +14,7 @@ from agent.scripted_server import ScriptedServer
 from tests.orchestrator.helpers import SANDBOX, git
 from training.evaluation.metrics import compare, outcome_of, paired_bootstrap
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 N_TASKS = 8
 
 

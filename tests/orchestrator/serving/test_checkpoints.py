@@ -14,7 +14,7 @@ from orchestrator.serving.checkpoints import (
     resolve_checkpoint,
 )
 from orchestrator.serving.vllm_server import ServerConfig, ServingError, plan_server
-from tests.orchestrator.checkpoint_fixtures import TEMPLATES, make_adapter, make_checkpoint
+from tests.orchestrator.serving.checkpoint_fixtures import TEMPLATES, make_adapter, make_checkpoint
 
 FAMILY_CASES = [
     # directory name, model_type, template key, tool parser, reasoning parser, template renders reasoning

@@ -22,7 +22,7 @@ from orchestrator.report.svg import bar_chart, line_chart, nice_ticks
 from orchestrator.report.training_kind import collect as collect_training
 from tests.orchestrator.helpers import SANDBOX, make_repo
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 HOSTILE = "</script><script>window.bad=1</script><!-- & \u2028"
 
 

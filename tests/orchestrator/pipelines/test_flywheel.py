@@ -14,7 +14,7 @@ from agent.scripted_server import ScriptedServer
 from tests.orchestrator.helpers import SANDBOX, kill_9_once_exists
 from training.synthesis.scripted_teacher import request_kind, target_of, teacher
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def student(request: dict) -> dict:

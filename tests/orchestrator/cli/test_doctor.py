@@ -10,7 +10,7 @@ from agent.scripted_server import ScriptedServer
 from orchestrator.cli.doctor import check_server, python_import
 from orchestrator.extras import missing_from_extra, version_of
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_doctor_reports_every_check_and_a_served_model():

@@ -13,10 +13,10 @@ import pytest
 
 from agent.scripted_server import ScriptedServer
 from orchestrator.shift.engine import Shift, ShiftOptions, file_source
-from tests.orchestrator.chromium import Chromium
 from tests.orchestrator.helpers import SANDBOX, make_repo, task_of
+from tests.orchestrator.report.chromium import Chromium
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 N_TASKS = 30
 NEVER_SUBMIT = {"t-010", "t-011", "t-012"}
 HOSTILE = "t-003"

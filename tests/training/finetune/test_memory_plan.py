@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from orchestrator.cli.main import app
 from training.finetune import coder_shapes
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 runner = CliRunner()
 QWEN25_CODER_7B = {**coder_shapes.QWEN25_CODER_7B, "torch_dtype": "bfloat16"}
 QWEN3_CODER_30B_A3B = {**coder_shapes.QWEN3_CODER_30B_A3B, "torch_dtype": "bfloat16"}

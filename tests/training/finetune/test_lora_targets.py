@@ -20,7 +20,7 @@ import pytest
 
 from training.finetune.lora_targets import ATTENTION, MLP, VLLM_LORA_MODULES, adapter_modules, adapter_problems, choose
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TINY = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=512,
             max_position_embeddings=1024)
 

@@ -15,7 +15,7 @@ from typing import Any
 from agent.scripted_server import ScriptedServer
 from orchestrator.shift.store import Store
 from orchestrator.shift.tasks import TaskSpec
-from tests.orchestrator.test_generate import ROOT, generate_args, nightowl, read_samples
+from tests.orchestrator.pipelines.test_generate import ROOT, generate_args, nightowl, read_samples
 from tests.polyglot import git, make_polyglot_repo
 from training.synthesis.scripted_teacher import request_kind, teacher
 

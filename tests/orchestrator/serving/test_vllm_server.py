@@ -26,9 +26,9 @@ from orchestrator.serving.vllm_server import (
     unload_adapter,
     vllm_launcher,
 )
-from tests.orchestrator.checkpoint_fixtures import TEMPLATES, make_adapter, make_checkpoint
+from tests.orchestrator.serving.checkpoint_fixtures import TEMPLATES, make_adapter, make_checkpoint
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def flag(argv: list[str], name: str) -> str:

@@ -18,7 +18,7 @@ from tests.orchestrator.helpers import SANDBOX
 from tests.polyglot import git, make_polyglot_repo
 from training.synthesis.scripted_teacher import request_kind, target_of, teacher
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FIELDS = {"id", "commit", "file", "function", "language", "category", "t1_run_dir", "t1_patch", "pr", "t2_run_dir",
           "t2_patch", "recall", "matched", "total"}
 

@@ -17,7 +17,7 @@ from training.evaluation.holdout import HoldoutLeak, holdout_since, last_commit_
 from training.synthesis.demonstrations import from_history
 from training.synthesis.recall import changed_lines
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CALC = "def add(a, b):\n    return a + b\n"
 TEST = "from calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n"
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from orchestrator.cli.main import app
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = ROOT / "examples" / "calculator_history.py"
 
 

@@ -14,7 +14,7 @@ import pytest
 from agent.scripted_server import ScriptedServer
 from tests.orchestrator.helpers import SANDBOX, agent_reply, fingerprint, git, make_repo, nightowl_branches, write_tasks
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def shift_cmd(repo, tasks, url, out, workers=8, *extra):
