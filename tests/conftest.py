@@ -5,11 +5,16 @@ Starting vLLM on CPU costs ~30-60 s and ~3 GB, so every test that needs it share
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# Ray reads its auth mode once per process, at import: the tests run as a user of Ray's default token
+# authentication would (local clusters and the two-node `ray start` cluster share ~/.ray/auth_token).
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 TINY_SERVED_NAME = "tiny"
 TINY_MAX_MODEL_LEN = 4096

@@ -111,8 +111,13 @@ class RayExecutor:
         self.owns_ray = not ray.is_initialized()
         if self.owns_ray:
             cpus = max(2, workers * self.placement.cpus_per_agent)
-            ray.init(address=address, num_cpus=None if address else cpus, include_dashboard=False,
-                     log_to_driver=False)
+            try:
+                ray.init(address=address, num_cpus=None if address else cpus, include_dashboard=False,
+                         log_to_driver=False)
+            except ConnectionError as e:
+                raise UsageError(f"could not join the Ray cluster at {address} ({str(e).splitlines()[0][:200]}): "
+                                 "check --ray-address; a cluster with token auth (Ray's default) needs "
+                                 "RAY_AUTH_MODE=token and its token in ~/.ray/auth_token or RAY_AUTH_TOKEN") from None
         try:
             check_nodes_see(readable or [], writable or [])
         except BaseException:

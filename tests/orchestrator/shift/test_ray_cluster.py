@@ -24,7 +24,9 @@ from orchestrator.shift.ray_executor import RayExecutor, check_nodes_see
 from tests.orchestrator.helpers import SANDBOX, agent_reply, git, make_repo, nightowl_branches, write_tasks
 
 RAY = str(Path(sys.executable).with_name("ray"))
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}  # a throwaway local cluster
+# Ray's default token authentication stays on, as for a user: the nodes and this process (RAY_AUTH_MODE set in
+# tests/conftest.py) share ~/.ray/auth_token.
+ENV = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def free_port() -> int:
@@ -57,6 +59,8 @@ class Cluster:
 
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
+    # what a user does once per machine before `ray start`: make the token if there is none yet (it prints it)
+    subprocess.run([RAY, "get-auth-token", "--generate"], env=ENV, check=True, capture_output=True)
     port = free_port()
     temp = tempfile.mkdtemp(prefix="nr-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     head = start_node("--head", "--port", str(port), "--temp-dir", temp, "--include-dashboard", "false")
@@ -72,7 +76,6 @@ def cluster() -> Iterator[Cluster]:
             time.sleep(1)
         second = start_node("--address", address, "--resources", '{"second_node": 1}')
         nodes.append(second)
-        os.environ["RAY_AUTH_MODE"] = "disabled"
         ray.init(address=address, log_to_driver=False)
         while len(alive_nodes()) < 2:
             assert second.poll() is None and time.monotonic() < deadline, "the second Ray node did not join"
@@ -80,7 +83,6 @@ def cluster() -> Iterator[Cluster]:
         yield Cluster(head, second, address)
     finally:
         ray.shutdown()
-        os.environ.pop("RAY_AUTH_MODE", None)
         for proc in reversed(nodes):
             stop_node(proc)
     # the kill reached them: no process of either node is left
