@@ -8,8 +8,12 @@ import importlib.util
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from orchestrator.serving.vllm_server import VLLMServer
 
 TINY_SERVED_NAME = "tiny"
 TINY_MAX_MODEL_LEN = 4096
@@ -29,7 +33,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator["VLLMServer"]:
+def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
     from orchestrator.serving.vllm_server import ServerConfig, VLLMServer
 
     if importlib.util.find_spec("vllm") is None:
