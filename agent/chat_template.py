@@ -43,7 +43,7 @@ def template_uses_reasoning(template: str | None) -> bool:
     nightowl's tools wrapper: the model's own template inside it does, the wrapper only passes it on)."""
     if is_tools_wrapper(template):
         template = template.partition(WRAPPER_END)[2]  # type: ignore[union-attr]
-    return bool(template) and "reasoning_content" in template
+    return template is not None and "reasoning_content" in template
 
 
 TOOLS_WRAPPER_MARK = "nightowl: tools in the system prompt"
@@ -135,7 +135,7 @@ def renders_tools(template: str | None) -> bool:
 
 
 def is_tools_wrapper(template: str | None) -> bool:
-    return bool(template) and TOOLS_WRAPPER_MARK in template[:200]
+    return template is not None and TOOLS_WRAPPER_MARK in template[:200]
 
 
 def with_tools_in_system_prompt(template: str) -> str:

@@ -1,13 +1,13 @@
 """Turn an assistant message into tool calls: native `tool_calls` first, then the text formats open models write
 when the server does not parse their calls, one small parser each, tried in order (`PARSERS`):
 
-| source      | what the reply holds                                                          | written by (e.g.)     |
-|-------------|-------------------------------------------------------------------------------|-----------------------|
-| hermes      | `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` (closing tag optional) | Qwen2.5, Hermes     |
-| xml         | `<function=NAME><parameter=P>value</parameter></function>`, bare or inside `<tool_call>` | Qwen3-Coder, SWE-agent's XML format |
-| fenced      | a fenced JSON block holding a call (or a list of them)                        | many instruct models  |
-| bare_json   | a reply that ends in bare JSON calls naming known tools (object, list, or one per line) | Qwen2.5-Coder-1.5B (`tool_choice=auto`) |
-| fenced_bash | exactly one ```bash block, when every tool but `submit` is bash-like          | mini-swe-agent's models |
+- hermes: `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` (closing tag optional); Qwen2.5, Hermes.
+- xml: `<function=NAME><parameter=P>value</parameter></function>`, bare or inside `<tool_call>`; Qwen3-Coder,
+  SWE-agent's XML format.
+- fenced: a fenced JSON block holding a call (or a list of them); many instruct models.
+- bare_json: a reply that ends in bare JSON calls naming known tools (object, list, or one per line);
+  Qwen2.5-Coder-1.5B (`tool_choice=auto`).
+- fenced_bash: exactly one ```bash block, when every tool but `submit` is bash-like; mini-swe-agent's models.
 
 The first parser that finds calls wins; if none does, the first one that recognised its syntax but failed gives
 the error the model is told. Text inside `<think>...</think>` is never parsed. Every failure is reported as a
@@ -52,7 +52,7 @@ class ParsedMessage(BaseModel):
     calls: list[ToolCall] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)
     source: str = "none"
-    """native | hermes | xml | fenced | bare_json | fenced_bash | none"""
+    """native, a name in `PARSERS`, or none"""
     text: str = ""
     """The assistant's prose with any textual tool calls removed."""
     recovered: str | None = None
@@ -118,7 +118,8 @@ def decode_json_lenient(raw: str) -> Any:
 def decode_json_values(raw: str, strict_end: bool = False) -> list[Any]:
     """One or more JSON values separated by whitespace; after the last, trailing junk that starts no new value is
     ignored (an error when `strict_end`)."""
-    text, values, decoder, at = raw.strip(), [], json.JSONDecoder(), 0
+    values: list[Any] = []
+    text, decoder, at = raw.strip(), json.JSONDecoder(), 0
     while at < len(text):
         if values and text[at] not in "{[":
             if strict_end:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from agent.loop import Agent, AgentConfig
 from agent.model import Model, ModelConfig, OpenAIChatModel
-from agent.trajectory import ExitStatus, Trajectory, save_trajectory, write_bytes_atomic
+from agent.trajectory import PATCH_NAME, TRAJECTORY_NAME, ExitStatus, Trajectory, save_trajectory, write_bytes_atomic
 from sandbox.base import Sandbox
 from sandbox.errors import NightowlError, TaskError, UserError
 from sandbox.git import repo_toplevel, resolve_commit
@@ -61,6 +61,10 @@ class RunOutcome(BaseModel):
     steps: int
     left_out: list[dict[str, str]] = Field(default_factory=list)
     """Paths kept out of the patch and branch (symlinks leading outside the repository, special files)."""
+    tokens: int | None = None
+    exit_message: str = ""
+    base_commit: str = ""
+    """(tokens is None: an outcome from an older nightowl, e.g. a Ray worker; read the trajectory file instead.)"""
 
 
 def new_run_id() -> str:
@@ -77,7 +81,7 @@ def run_task(request: RunRequest, model: Model | None = None,
     repo = repo_toplevel(request.repo.expanduser().resolve())
     run_id = request.run_id or new_run_id()
     run_dir = request.out_dir.expanduser().resolve() / run_id
-    trajectory_path, patch_path = run_dir / "trajectory.json", run_dir / "patch.diff"
+    trajectory_path, patch_path = run_dir / TRAJECTORY_NAME, run_dir / PATCH_NAME
     model = model or OpenAIChatModel(request.model)
     card = model.served_model() if hasattr(model, "served_model") else {}
     agent_config = request.agent
@@ -137,7 +141,9 @@ def run_task(request: RunRequest, model: Model | None = None,
             remove_workspace(workspace)
     return RunOutcome(run_id=run_id, exit_status=trajectory.exit_status, run_dir=run_dir,
                       trajectory_path=trajectory_path, patch_path=patch_path, branch=branch,
-                      branch_error=branch_error, steps=len(trajectory.steps), left_out=trajectory.left_out)
+                      branch_error=branch_error, steps=len(trajectory.steps), left_out=trajectory.left_out,
+                      tokens=trajectory.usage.total_tokens, exit_message=trajectory.exit_message,
+                      base_commit=trajectory.base_commit)
 
 
 _self_checks: dict[str, dict[str, Any]] = {}

@@ -89,7 +89,7 @@ class ScriptedServer:
     @property
     def base_url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://{host!s}:{port}/v1"
 
     def __enter__(self) -> "ScriptedServer":
         self.start()
@@ -115,7 +115,8 @@ class ScriptedServer:
             except OSError:
                 pass
         if self.errors:
-            raise ScriptError(f"the scripted server's handler failed {len(self.errors)} time(s); first:\n{self.errors[0]}")
+            raise ScriptError(f"the scripted server's handler failed {len(self.errors)} time(s); "
+                              f"first:\n{self.errors[0]}")
 
     def chat_requests(self) -> list[dict[str, Any]]:
         return [r for r in self.requests if "messages" in r]
@@ -216,7 +217,8 @@ class ScriptedServer:
                 name = str(request.get("lora_name", ""))
                 if self.path.rstrip("/").endswith("/load_lora_adapter"):
                     if name in server.adapters:
-                        self.send_json(400, {"error": {"message": f"The lora adapter '{name}' has already been loaded."}})
+                        self.send_json(400, {"error": {
+                            "message": f"The lora adapter '{name}' has already been loaded."}})
                         return
                     server.adapters[name] = str(request.get("lora_path", ""))
                 elif server.adapters.pop(name, None) is None:

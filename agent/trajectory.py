@@ -15,13 +15,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from sandbox.errors import UserError
+from agent.file_format import FileFormat, FileFormatError
 
-TRAJECTORY_FORMAT = "nightowl.trajectory/1"
-
-
-class TrajectoryFormatError(UserError, ValueError):
-    pass
+TRAJECTORY_NAME = "trajectory.json"
+PATCH_NAME = "patch.diff"
+"""Beside the trajectory in every run directory: the patch's exact bytes."""
+TRAJECTORY_FILE = FileFormat("trajectory", 1)
+"""The one definition of the trajectory format's version (trajectory.json in every run directory)."""
+TRAJECTORY_FORMAT = TRAJECTORY_FILE.tag
 
 
 class ExitStatus(str, Enum):
@@ -59,7 +60,8 @@ class ToolExecution(BaseModel):
     exit_code: int | None = None
     error: str | None = None
     rejected: bool = Field(default=False, exclude=True)
-    """(Not stored: `error` and `parse_failures` are.) The call never reached a tool (unparseable arguments, unknown tool, arguments failing the schema)."""
+    """(Not stored: `error` and `parse_failures` are.) The call never reached a tool (unparseable arguments, unknown
+    tool, arguments failing the schema)."""
     duration_s: float = 0.0
 
 
@@ -138,8 +140,22 @@ def save_trajectory(trajectory: Trajectory, path: Path) -> None:
 
 
 def load_trajectory(path: Path) -> Trajectory:
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    if data.get("format") != TRAJECTORY_FORMAT:
-        raise TrajectoryFormatError(f"{path}: unsupported trajectory format {data.get('format')!r} "
-                         f"(this nightowl reads {TRAJECTORY_FORMAT})")
-    return Trajectory.model_validate(data)
+    """The typed trajectory; a newer or foreign format is refused (FileFormatError), a torn file is a ValueError."""
+    return Trajectory.model_validate(read_trajectory_data(path))
+
+
+def read_trajectory_data(path: Path, undecodable: str = "strict") -> dict[str, Any]:
+    """The trajectory as plain JSON, for readers that must take what the typed model would refuse: half-written
+    runs and older fields. `undecodable="replace"` shows bytes that are not UTF-8 as U+FFFD instead of failing.
+    A newer or foreign format is refused (FileFormatError); a missing or torn file raises OSError / ValueError."""
+    data = json.loads(Path(path).read_bytes().decode("utf-8", errors=undecodable))
+    if not isinstance(data, dict):
+        raise FileFormatError(f"{path} is not a nightowl trajectory file (it holds no JSON object)")
+    TRAJECTORY_FILE.version_of(data, path)
+    return data
+
+
+def read_run_trajectory(run_dir: Path) -> dict[str, Any] | None:
+    """A run directory's trajectory as plain JSON (read_trajectory_data); None when the run left none."""
+    path = Path(run_dir) / TRAJECTORY_NAME
+    return read_trajectory_data(path) if path.is_file() else None

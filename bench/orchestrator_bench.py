@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agent.loop import AgentConfig  # noqa: E402
 from agent.scripted_server import ScriptedServer  # noqa: E402
 from orchestrator.shift.engine import Shift, ShiftOptions  # noqa: E402
 from orchestrator.shift.tasks import StaticTaskSource, TaskSpec  # noqa: E402
@@ -99,7 +100,7 @@ def shift_level(repo: Path, work: Path, url: str, agents: int, sandbox: str) -> 
     out = work / f"out-{agents}"
     tasks = [TaskSpec(id=f"b-{agents}-{i}", task=f"benchmark task {i}") for i in range(agents)]
     opts = ShiftOptions(repo=repo, out=out, model="scripted", base_urls=[url], workers=agents, sandbox=sandbox,
-                        max_steps=1000)
+                        agent=AgentConfig(max_steps=1000))
     cpu0, base = resource.getrusage(resource.RUSAGE_SELF), rss_mb()
     ch0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0, wall0 = time.perf_counter(), time.time()

@@ -152,7 +152,7 @@ def main() -> None:
         server.requests = _Discard()
         work = Path(tmp)
         runner = Runner(work, make_repo(work), server, mini_python)
-        for name, kind, sandbox in CONFIGS:  # warm-up: bytecode written, page cache filled; not counted
+        for _name, kind, sandbox in CONFIGS:  # warm-up: bytecode written, page cache filled; not counted
             runner.finish(runner.start(kind, sandbox)[1])
         for r in range(args.rounds):
             order = CONFIGS[r % len(CONFIGS):] + CONFIGS[: r % len(CONFIGS)]

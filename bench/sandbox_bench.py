@@ -106,7 +106,7 @@ def main() -> None:
             "hardened bwrap backend + fresh cgroup per command": per_command_cgroup(bw_pc, limits),
         }
         samples: dict[str, list[float]] = {name: [] for name in setups}
-        for name, fn in setups.items():  # warm-up
+        for fn in setups.values():  # warm-up
             fn()
         # Blocks of consecutive commands per setup (as an agent runs them), the blocks interleaved so
         # that load changes hit every setup alike; interleaving single commands would let one setup's

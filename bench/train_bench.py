@@ -134,7 +134,7 @@ def bench_train(name: str, model_dir: Path, data: Path, batch_size: int, rank: i
     for rep in range(reps):  # alternate, so that load from other processes hits both alike
         report = train(TrainOptions(base=str(model_dir), data=data, out=work / f"{name}-nightowl-{rep}",
                                     batch_size=batch_size, rank=rank, save_steps=10_000), log=lambda line: None)
-        ours_runs.append(report["tokens_per_second"])
+        ours_runs.append(report.tokens_per_second)
         plain, tokens = plain_trainer_tokens_per_s(model_dir, data, batch_size, rank, work / f"{name}-plain-{rep}")
         plain_runs.append(plain)
     ours, plain = max(ours_runs), max(plain_runs)
@@ -146,11 +146,11 @@ def bench_train(name: str, model_dir: Path, data: Path, batch_size: int, rank: i
                                                       read_rows(data / "train.jsonl"), 32768)[0]]
     shares = [sum(padding_share(lengths, batch_size, grouped, seed) for seed in range(20)) / 20
               for grouped in (True, False)]
-    print(f"train {label}: {report['rows']['train']} rows, {tokens} tokens, batch {batch_size}, LoRA r{rank}, "
-          f"{report['dtype']}, {report['batching']}: nightowl train {ours:.0f} tokens/s vs plain padded Trainer "
+    print(f"train {label}: {report.rows['train']} rows, {tokens} tokens, batch {batch_size}, LoRA r{rank}, "
+          f"{report.dtype}, {report.batching}: nightowl train {ours:.0f} tokens/s vs plain padded Trainer "
           f"{plain:.0f} tokens/s ({ours / plain:.2f}x) (best of {reps} alternating runs; all: nightowl "
           f"{[round(x) for x in ours_runs]}, plain {[round(x) for x in plain_runs]}); padding in batches (mean of 20 shuffles): length-grouped "
-          f"{shares[0]:.1%}, random {shares[1]:.1%}; supervised share {report['mask']['train']['share']:.1%}")
+          f"{shares[0]:.1%}, random {shares[1]:.1%}; supervised share {report.mask['train']['share']:.1%}")
 
 
 def make_dataset(tokenizer_dir: Path, work: Path, n: int, seed: int) -> Path:

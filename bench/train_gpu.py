@@ -158,11 +158,11 @@ def run_one(label: str, config: dict[str, Any], length: int, steps: int, device:
         sampler.stop.set()
         sampler.join()
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else sampler.peak / 2**30
-    timed = report["step_times"][1:] or report["step_times"]  # the first step warms kernels and allocators up
+    timed = report.step_times[1:] or report.step_times  # the first step warms kernels and allocators up
     seconds = sum(s["seconds"] for s in timed)
     tokens = sum(s["tokens"] for s in timed)
     tps = tokens / seconds if seconds else 0.0
-    share = report["mask"]["train"]["share"]
+    share = report.mask["train"]["share"]
     fpt = flops_per_token(config, length, share)
     # GPU: the allocator's peak of live tensors, against the plan without its CUDA-context allowance; CPU: the
     # process's peak anonymous memory, against the whole plan (its CPU term is the process itself)
@@ -174,8 +174,8 @@ def run_one(label: str, config: dict[str, Any], length: int, steps: int, device:
             "mfu_measured_matmul": round(achieved / matmul_tflops, 4),
             "peak_gib": round(peak, 2), "plan_gib": round(planned, 2),
             "plan_error": round(planned / peak - 1, 3), "supervised_share": round(share, 3),
-            "build_s": round(built_s, 1), "attention": report["attention"], "dtype": report["dtype"],
-            "checkpointing": report["gradient_checkpointing"], "lora_modules": report["lora_modules"]}
+            "build_s": round(built_s, 1), "attention": report.attention, "dtype": report.dtype,
+            "checkpointing": report.gradient_checkpointing, "lora_modules": report.lora_modules}
     del model, report
     gc.collect()  # the Trainer and the peft wrapper hold the model in reference cycles
     if device == "cuda":

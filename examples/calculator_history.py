@@ -120,7 +120,8 @@ COMMITS: list[tuple[str, str, str, list[tuple[str, ...]]]] = [
                                '    """Return value limited to the range [low, high]."""\n    if value < low:\n'
                                "        return low\n    if value > high:\n        return high\n    return value\n")),
       ("replace", "test_calc.py", "from calc import add, divide", "from calc import add, clamp, divide"),
-      ("append", "test_calc.py", fn("def test_clamp():\n    assert clamp(5, 0, 3) == 3\n    assert clamp(-1, 0, 3) == 0\n"
+      ("append", "test_calc.py", fn("def test_clamp():\n    assert clamp(5, 0, 3) == 3\n"
+                                    "    assert clamp(-1, 0, 3) == 0\n"
                                     "    assert clamp(2, 0, 3) == 2\n"))]),
     ("2026-02-05T11:25:00", "ada", "clamp() with low above high returns nonsense: raise ValueError",
      [("replace", "calc.py", '    """Return value limited to the range [low, high]."""\n    if value < low:\n',
@@ -154,7 +155,8 @@ COMMITS: list[tuple[str, str, str, list[tuple[str, ...]]]] = [
                                '    """Return the cumulative sums of values."""\n    totals, total = [], 0\n'
                                "    for value in values:\n        totals.append(total)\n        total += value\n"
                                "    return totals\n")),
-      ("replace", "test_calc.py", "from calc import add, clamp, divide", "from calc import add, clamp, cumulative, divide"),
+      ("replace", "test_calc.py", "from calc import add, clamp, divide",
+       "from calc import add, clamp, cumulative, divide"),
       ("append", "test_calc.py", fn("def test_cumulative():\n    assert cumulative([]) == []\n"))]),
     ("2026-03-11T09:45:00", "lin", "cumulative([1, 2, 3]) returns [0, 1, 3] instead of [1, 3, 6]",
      [("replace", "calc.py", "        totals.append(total)\n        total += value\n",
@@ -172,7 +174,8 @@ COMMITS: list[tuple[str, str, str, list[tuple[str, ...]]]] = [
        "subtract"),
       ("replace", "test_calc.py", "def test_cumulative():\n    assert cumulative([]) == []\n"
        "    assert cumulative([1, 2, 3]) == [1, 3, 6]\n",
-       "def test_running_total():\n    assert running_total([]) == []\n    assert running_total([1, 2, 3]) == [1, 3, 6]\n")]),
+       "def test_running_total():\n    assert running_total([]) == []\n"
+       "    assert running_total([1, 2, 3]) == [1, 3, 6]\n")]),
     ("2026-03-20T16:45:00", "ada", "running_total() should return floats like the other functions",
      [("replace", "calc.py", "    totals, total = [], 0\n", "    totals, total = [], 0.0\n"),
       ("replace", "test_calc.py", "    assert running_total([1, 2, 3]) == [1, 3, 6]\n",
@@ -182,7 +185,8 @@ COMMITS: list[tuple[str, str, str, list[tuple[str, ...]]]] = [
      [("replace", "calc.py", "    if value < low:\n        return low\n    if value > high:\n        return high\n"
        "    return value\n", "    return max(low, min(value, high))\n")]),
     ("2026-03-27T09:40:00", "ada", "Say in the docstrings which errors divide() and mean() raise",
-     [("replace", "calc.py", '"""Return a divided by b."""', '"""Return a divided by b; raises ZeroDivisionError when b is 0."""'),
+     [("replace", "calc.py", '"""Return a divided by b."""',
+       '"""Return a divided by b; raises ZeroDivisionError when b is 0."""'),
       ("replace", "calc.py", '"""Return the arithmetic mean."""',
        '"""Return the arithmetic mean; raises ValueError on an empty list."""')]),
     # -- after the benchmark window: the tests consolidated, then the two bugs the quickstart's tasks fix --

@@ -19,4 +19,5 @@ class NothingProduced(NightowlError):
     exit_code = 1
 
 
-__all__ = ["EXIT_BUG", "EXIT_STOPPED", "InfrastructureError", "NightowlError", "NothingProduced", "TaskError", "UsageError", "UserError"]
+__all__ = ["EXIT_BUG", "EXIT_STOPPED", "InfrastructureError", "NightowlError", "NothingProduced", "TaskError",
+           "UsageError", "UserError"]

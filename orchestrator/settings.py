@@ -4,14 +4,19 @@ The file is `--config FILE`, else `nightowl.toml` at the top of the repository b
 current directory, for commands without a repository). A file found in the repository may only tighten the
 sandbox (GUARDED); loosening it takes a file passed with --config. Each section is a table:
 
-    [model]    endpoint and sampling (run, shift; generate and eval later)
-    [agent]    limits of one agent run
+    [model]    endpoint and sampling (every command that calls a model: run, shift, generate, eval, flywheel)
+    [agent]    limits of one agent run (every command that runs agents)
     [sandbox]  backend, policy (network, writable paths, extra variables), [sandbox.limits]; the
                repository's toolchains / path are read by sandbox/repo_config.py from the task's commit
     [environment]  the repository's set-up command (sandbox/repo_config.py; kept here as an unknown section)
-    [run]      `nightowl run` only        [shift]   `nightowl shift` only
+    [run]      `nightowl run`            [shift]     `nightowl shift`
+    [generate] `nightowl generate`       [eval]      `nightowl eval`      [flywheel]  `nightowl flywheel`
+    [export]   `nightowl export`         [train]     `nightowl train`     [serve]     every vLLM server started
 
-Defaults live in one place each: the agent, model, sandbox and shift models these sections are built from.
+A command's own section holds only what is its own; what commands share (max_steps, max_tokens, tool_choice,
+the sandbox) is read from [agent], [model] and [sandbox], so one value holds for all of them. Defaults live in
+one place each: the option models the sections copy their fields from (`same_as`), and every CLI option
+defaults to "not given" so that its value comes from here (tests/orchestrator/test_settings.py checks both).
 Known sections are strict (a misspelt key is an error naming it). Sections this version does not know are
 kept as they are (`Settings.model_extra`) for the command that owns them; to add one, add a field here
 with its own section model. Running without a sandbox is never a file setting: it takes the loud
@@ -21,29 +26,41 @@ from __future__ import annotations
 
 import tomllib
 import typing
+from copy import copy
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 
 from agent.loop import AgentConfig
 from agent.model import SamplingOptions
 from agent.run import DEFAULT_OUT
 from orchestrator.errors import UsageError
+from orchestrator.pipelines.evaluate import EvalOptions
+from orchestrator.pipelines.flywheel import FlywheelOptions
+from orchestrator.pipelines.generate_run import GenerateOptions
+from orchestrator.serving.vllm_server import ServerConfig
 from orchestrator.shift.engine import ShiftOptions
 from sandbox.environment import ALLOWED_VARIABLES, is_secret_name
 from sandbox.limits import ResourceLimits
 from sandbox.policy import Policy
-from sandbox.select import SandboxKind
+from sandbox.select import ISOLATING_SANDBOXES
+from training.dataset.export import ExportOptions
+from training.finetune.train import TrainOptions
 
 CONFIG_NAME = "nightowl.toml"
-ISOLATING_SANDBOXES: tuple[str, ...] = tuple(k for k in get_args(SandboxKind) if k != "local")
-"""Every backend that isolates; the unisolated `local` one is reached only through --dangerously-no-sandbox."""
 EXECUTORS = ("local", "ray")
 
 
 def default_of(model: type[BaseModel], field: str) -> Any:
     return model.model_fields[field].get_default(call_default_factory=True)
+
+
+def same_as(model: type[BaseModel], field: str) -> Any:
+    """That model's field, default and constraints included (typed Any so that it can stand as a default)."""
+    info: FieldInfo = copy(model.model_fields[field])
+    return info
 
 
 class Strict(BaseModel):
@@ -114,18 +131,84 @@ class ShiftSettings(Strict):
     """[shift]"""
     tasks: Path | None = None
     out: Path | None = None
-    workers: int = Field(default=default_of(ShiftOptions, "workers"), gt=0)
+    workers: int = same_as(ShiftOptions, "workers")
     per_server: int | None = Field(default=None, gt=0)
     until: str | None = None
     hours: float | None = Field(default=None, gt=0)
     token_budget: int | None = Field(default=None, gt=0)
-    max_attempts: int = Field(default=default_of(ShiftOptions, "max_attempts"), gt=0)
-    max_infra_retries: int = Field(default=default_of(ShiftOptions, "max_infra_retries"), ge=0)
-    stall_s: float = Field(default=default_of(ShiftOptions, "stall_s"), gt=0)
+    max_attempts: int = same_as(ShiftOptions, "max_attempts")
+    max_infra_retries: int = same_as(ShiftOptions, "max_infra_retries")
+    stall_s: float = same_as(ShiftOptions, "stall_s")
     executor: Literal[EXECUTORS] = "local"  # type: ignore[valid-type]
     ray_address: str | None = None
     workdir: Path | None = None
     """Where workers keep their reusable workspaces (default OUT/workspaces; a tmpfs such as /dev/shm is fastest)."""
+
+
+class GenerateSettings(Strict):
+    """[generate]; its agents' limits come from [agent], sampling from [model], the backend from [sandbox]."""
+    workers: int = same_as(GenerateOptions, "workers")
+    seed: int = same_as(GenerateOptions, "seed")
+    min_lines: int = same_as(GenerateOptions, "min_lines")
+    """`nightowl functions` reads it too."""
+    temperature: float = same_as(GenerateOptions, "temperature")
+    """Generate's own, not [model]'s: the teacher samples warmer than an agent run."""
+    stall_s: float = same_as(GenerateOptions, "stall_s")
+
+
+class EvalSettings(Strict):
+    """[eval]; limits from [agent], sampling and the API-key variable from [model], the backend from [sandbox]."""
+    workers: int = same_as(EvalOptions, "workers")
+    metric: str = same_as(EvalOptions, "metric")
+    seed: int = same_as(EvalOptions, "seed")
+
+
+class FlywheelSettings(Strict):
+    """[flywheel]; what its generate and eval steps share with those commands comes from [agent] and [model]."""
+    samples: int = same_as(FlywheelOptions, "samples")
+    metric: str = same_as(FlywheelOptions, "metric")
+    workers: int = same_as(FlywheelOptions, "workers")
+    train_args: list[str] = same_as(FlywheelOptions, "train_args")
+    generate_args: list[str] = same_as(FlywheelOptions, "generate_args")
+    max_lora_rank: int = same_as(TrainOptions, "rank")
+    """Of the server the flywheel starts: the rank `train` gives adapters by default."""
+    release: str = "auto"
+    """Around train: auto, or one of the modes (`choose_release` checks it and says which there are)."""
+
+
+class ExportSettings(Strict):
+    """[export]"""
+    min_recall: float | None = same_as(ExportOptions, "min_recall")
+    max_tokens: int | None = same_as(ExportOptions, "max_tokens")
+    tokenizer: str | None = same_as(ExportOptions, "tokenizer")
+    val_share: float = same_as(ExportOptions, "val_share")
+    max_changed_lines: int | None = same_as(ExportOptions, "max_changed_lines")
+    min_fit_share: float = same_as(ExportOptions, "min_fit_share")
+
+
+class TrainSettings(Strict):
+    """[train]"""
+    epochs: float = same_as(TrainOptions, "epochs")
+    lr: float | None = same_as(TrainOptions, "lr")
+    rank: int = same_as(TrainOptions, "rank")
+    max_length: int = same_as(TrainOptions, "max_length")
+    batch_size: int = same_as(TrainOptions, "batch_size")
+    grad_accum: int = same_as(TrainOptions, "grad_accum")
+    save_steps: int = same_as(TrainOptions, "save_steps")
+    max_steps: int = same_as(TrainOptions, "max_steps")
+    packing: Literal["auto", "on", "off"] = same_as(TrainOptions, "packing")
+    seed: int = same_as(TrainOptions, "seed")
+    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
+    """TrainOptions' None / True / False, as the command line spells them."""
+    memory_gib: float | None = same_as(TrainOptions, "memory_gib")
+
+
+class ServeSettings(Strict):
+    """[serve]: host and port of `nightowl serve`; the device of every vLLM server nightowl starts."""
+    host: str = same_as(ServerConfig, "host")
+    port: int = Field(default=8000, ge=1, le=65535)
+    """`serve`'s port (servers that `run`, `shift` and the flywheel start take a free one)."""
+    device: Literal["auto", "cuda", "cpu"] = same_as(ServerConfig, "device")
 
 
 class Settings(BaseModel):
@@ -135,6 +218,12 @@ class Settings(BaseModel):
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     run: RunSettings = Field(default_factory=RunSettings)
     shift: ShiftSettings = Field(default_factory=ShiftSettings)
+    generate: GenerateSettings = Field(default_factory=GenerateSettings)
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+    flywheel: FlywheelSettings = Field(default_factory=FlywheelSettings)
+    export: ExportSettings = Field(default_factory=ExportSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
 
 class Loaded(BaseModel):

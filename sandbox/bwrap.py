@@ -4,7 +4,8 @@ Only the host's system directories read-only (`Policy.system_paths`: /usr, /etc 
 the library and binary links) plus declared toolchain and environment mounts, the workspace read-write at
 `/repo`, its git hooks/config read-only, the run's cgroup read-only at /sys/fs/cgroup, no network, own
 pid/ipc/uts/user namespaces, no capabilities, no nested user namespaces. When the orchestrator is root,
-bwrap itself is started as an unprivileged uid (bwrap run as real root keeps every capability). Memory and process count are capped by one cgroup per run; CPU and file size by rlimits.
+bwrap itself is started as an unprivileged uid (bwrap run as real root keeps every capability). Memory and
+process count are capped by one cgroup per run; CPU and file size by rlimits.
 """
 from __future__ import annotations
 
@@ -142,9 +143,10 @@ class BubblewrapSandbox(WorkspaceBackedFiles):
 
     def __init__(self, workspace: Workspace, limits: ResourceLimits | None = None, policy: Policy | None = None,
                  use_cgroups: bool = True):
-        self.bwrap = find_bwrap()
-        if self.bwrap is None:
+        bwrap = find_bwrap()
+        if bwrap is None:
             raise SandboxError("bwrap is not installed (`apt-get install bubblewrap`)")
+        self.bwrap: str = bwrap
         policy = policy or Policy()
         if limits is not None:
             policy = policy.model_copy(update={"limits": limits})
@@ -368,7 +370,8 @@ class BubblewrapSandbox(WorkspaceBackedFiles):
     def self_check(self) -> dict[str, Any]:
         check = self_check(lambda command, env: self.execute(command, timeout=30, launcher_env=env),
                            backend=self.name, root=REPO, workspace=self.host_root,
-                           secret_paths=[p for p in self.policy.hidden_paths if p not in CONTAINER_DIRS], protected=list(self._protected))
+                           secret_paths=[p for p in self.policy.hidden_paths if p not in CONTAINER_DIRS],
+                           protected=list(self._protected))
         check["mounts"] = [m.inside for m in self.policy.mounts]
         expected = {p.strip("/").split("/")[0] for p in (*self.policy.system_paths, *check["mounts"],
                                                         *self.policy.writable_paths, REPO, OBJECTS_INSIDE,

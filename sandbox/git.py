@@ -80,8 +80,10 @@ def resolve_commit(repo: Path, rev: str) -> str:
                            f"{rev}^{{commit}}"], capture_output=True, env=git_env())
     if proc.returncode != 0:
         if rev != "HEAD" and has_commits(repo):
-            raise UnknownCommit(f"{rev!r} is not a commit in {repo} (see `git -C {repo} log --oneline` for the ones there are)")
-        raise UnknownCommit(f"{repo} has no commits yet: commit something first (`git commit`), the run starts from a commit")
+            raise UnknownCommit(f"{rev!r} is not a commit in {repo} "
+                                f"(see `git -C {repo} log --oneline` for the ones there are)")
+        raise UnknownCommit(f"{repo} has no commits yet: commit something first (`git commit`), "
+                            "the run starts from a commit")
     return proc.stdout.decode().strip()
 
 

@@ -52,8 +52,9 @@ class LocalSandbox(WorkspaceBackedFiles):
     def open_shell(self) -> ShellSession:
         if self._closed:
             raise SandboxError("the sandbox is closed")
-        session = ShellSession([], cwd=self.root, env=self.env, lib=str(self._support / "lib"), bash=self._bash(self.env),
-                               preexec=lambda: apply_rlimits(self.limits), on_close=self._sessions.remove)
+        session = ShellSession([], cwd=self.root, env=self.env, lib=str(self._support / "lib"),
+                               bash=self._bash(self.env), preexec=lambda: apply_rlimits(self.limits),
+                               on_close=self._sessions.remove)
         self._sessions.append(session)
         return session
 

@@ -53,7 +53,8 @@ echo "tmp_kb=$(df -k /tmp 2>/dev/null | awk 'NR==2 {print $2}')"
 for t in $INTERPRETERS; do p=$(command -v "$t") && echo "interp_$t=$p"; done
 command -v python3 >/dev/null && echo "python3_version=$(python3 --version 2>&1)"
 printf 'protected='
-for p in $PROTECTED; do [ -e "$p" ] && { [ -w "$p" ] && printf '%s:writable,' "$p" || printf '%s:readonly,' "$p"; }; done; echo
+for p in $PROTECTED; do
+  [ -e "$p" ] && { [ -w "$p" ] && printf '%s:writable,' "$p" || printf '%s:readonly,' "$p"; }; done; echo
 echo __ENV__
 env
 """
@@ -101,7 +102,8 @@ def self_check(execute: Callable[[str, dict[str, str]], CommandResult], *, backe
     paths = [str(canary), *(p for p in secret_paths if os.path.lexists(p))]
     probe_name = f".git/nightowl-uid-probe-{token[:8]}"
     uid_probe = workspace / probe_name
-    command = (f"UID_PROBE={shlex.quote(f'{root}/{probe_name}')} LOOPBACK_PORT={port} CANARY_VAR={CANARY_VARIABLE} INTERPRETERS={shlex.quote(' '.join(INTERPRETERS))} "
+    command = (f"UID_PROBE={shlex.quote(f'{root}/{probe_name}')} LOOPBACK_PORT={port} CANARY_VAR={CANARY_VARIABLE} "
+               f"INTERPRETERS={shlex.quote(' '.join(INTERPRETERS))} "
                f"PROTECTED={shlex.quote(' '.join(f'{root}/{p}' for p in protected))} "
                f"bash -c {shlex.quote(PROBE)} probe {' '.join(shlex.quote(p) for p in paths)}")
     try:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from sandbox.backends import BACKENDS
 from sandbox.base import CommandResult
 from sandbox.errors import TaskError, UserError
 from sandbox.limits import ResourceLimits
@@ -58,10 +59,11 @@ def prepare_environment(repo: Path, commit: str, config: RepoConfig, kind: str,
     setup = config.environment.setup
     if not setup:
         return None
-    if kind == "local":
+    if kind in BACKENDS and not BACKENDS[kind].isolates:
         raise UserError("nightowl.toml declares an environment set-up, which needs the bubblewrap sandbox "
                         "(it is mounted at /env); run without --dangerously-no-sandbox")
-    root = (cache or Path(os.environ.get("NIGHTOWL_ENV_CACHE") or DEFAULT_CACHE)) / environment_key(repo, commit, config)
+    cache_root = cache or Path(os.environ.get("NIGHTOWL_ENV_CACHE") or DEFAULT_CACHE)
+    root = cache_root / environment_key(repo, commit, config)
     root.mkdir(parents=True, exist_ok=True)
     env_dir, log, done = root / "env", root / "setup.log", root / "done.json"
     with open(root / "lock", "w") as lock:
@@ -102,7 +104,7 @@ def run_setup(workspace: Workspace, env_dir: Path, setup: str, config: RepoConfi
     sandbox = BubblewrapSandbox(workspace, policy=policy)
     try:
         if sandbox.privileged:  # the set-up runs as the sandbox's unprivileged uid and writes /env
-            for dirpath, _, filenames in os.walk(env_dir):
+            for dirpath, _, _ in os.walk(env_dir):
                 os.lchown(dirpath, sandbox.uid, sandbox.gid)
         return sandbox.execute(setup, timeout=config.environment.timeout_s)
     finally:

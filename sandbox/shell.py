@@ -228,6 +228,7 @@ class ShellSession:
     def _line(self, deadline: float | None) -> str | None:
         """The next status line; None if none came by `deadline` (None: only what is there already)."""
         while b"\n" not in self._buffer:
+            assert self._status is not None, "the session was released"
             timeout = 0 if deadline is None else max(0.0, deadline - time.monotonic())
             if not wait_for(self._status, select.POLLIN, timeout):
                 return None
@@ -283,6 +284,7 @@ class ShellSession:
             restarted = None if self._interrupt() else "timeout"
         except SessionDead:
             restarted = "died"
+        assert self._out is not None, "the session was released"
         captured = read_head_and_tail(self._out)
         os.ftruncate(self._out, 0)
         if self.proc is None or self.proc.poll() is not None or restarted == "died":

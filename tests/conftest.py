@@ -9,8 +9,12 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from orchestrator.serving.vllm_server import VLLMServer
 
 # Ray reads its auth mode once per process, at import: the tests run as a user of Ray's default token
 # authentication would (local clusters and the two-node `ray start` cluster share ~/.ray/auth_token).
@@ -34,7 +38,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator["VLLMServer"]:
+def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
     from orchestrator.serving.vllm_server import ServerConfig, VLLMServer
 
     if importlib.util.find_spec("vllm") is None:

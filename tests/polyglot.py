@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
+from tests.helpers import git
+
 DATA = Path(__file__).parent / "training" / "data" / "polyglot"
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
 
 
 def make_polyglot_repo(repo: Path) -> Path:

@@ -134,7 +134,8 @@ class ToolBox:
                 args = tool.arguments.model_validate(call.arguments or {})
             except ValidationError as e:
                 raise Rejected(f"Invalid arguments for `{call.name}`: " + "; ".join(
-                    f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}" for err in e.errors()))
+                    f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}" for err in e.errors())
+                ) from None
             if self.submitted:  # a call after the final submit in the same reply: the result is fixed
                 raise ToolError(AFTER_FINAL_SUBMIT)
             observation, exit_code = tool.run(self, args)

@@ -181,7 +181,8 @@ class Editor:
         data, decoded = self.read(args.path)
         if looks_binary(data):
             return BINARY_FILE.format(path=args.path, description=describe_binary(len(data), data[:512]))
-        descriptor = args.path if decoded.encoding == "utf-8" else f"{args.path} (not UTF-8, shown as {decoded.encoding})"
+        descriptor = (args.path if decoded.encoding == "utf-8"
+                      else f"{args.path} (not UTF-8, shown as {decoded.encoding})")
         lines = decoded.text.split("\n")
         if not args.view_range:
             return self.numbered(decoded.text, descriptor)

@@ -29,7 +29,8 @@ MAGIC: tuple[tuple[int, bytes, str], ...] = (
     (0, b"(\xb5/\xfd", "zstd-compressed data"), (257, b"ustar", "a tar archive"),
     (0, b"SQLite format 3\x00", "an SQLite database"), (0, b"\x00asm", "a WebAssembly module"),
     (0, b"\xca\xfe\xba\xbe", "a Java class file or Mach-O binary"), (0, b"MZ", "a Windows executable"),
-    (0, b"\x93NUMPY", "a NumPy array"), (0, b"\x80\x04\x95", "a Python pickle"), (0, b"\x80\x05\x95", "a Python pickle"),
+    (0, b"\x93NUMPY", "a NumPy array"), (0, b"\x80\x04\x95", "a Python pickle"),
+    (0, b"\x80\x05\x95", "a Python pickle"),
 )
 
 

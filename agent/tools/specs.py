@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# SWE-agent's description word for word (models were trained on it), so its long lines stay as they are.
 EDITOR_DESCRIPTION = """Custom editing tool for viewing, creating and editing files
 * State is persistent across command calls and discussions with the user
 * If `path` is a file, `view` displays the result of applying `cat -n`. If `path` is a directory, `view` lists non-hidden files and directories up to 2 levels deep
@@ -20,7 +21,7 @@ Notes for using the `str_replace` command:
 * The `old_str` parameter should match EXACTLY one or more consecutive lines from the original file. Be mindful of whitespaces!
 * If the `old_str` parameter is not unique in the file, the replacement will not be performed. Make sure to include enough context in `old_str` to make it unique
 * The `new_str` parameter should contain the edited lines that should replace the `old_str`
-"""
+"""  # noqa: E501
 BASH_DESCRIPTION = "runs the given command directly in bash"
 """SWE-agent's first line; the shell mode follows (`bash_description`)."""
 SHELL_MODES = {
@@ -66,7 +67,8 @@ class EditorArgs(BaseModel):
         default=None, description="Optional parameter of `view` command when `path` points to a file. If none is "
                                   "given, the full file is shown. If provided, the file will be shown in the indicated "
                                   "line number range, e.g. [11, 12] will show lines 11 and 12. Indexing at 1 to start. "
-                                  "Setting `[start_line, -1]` shows all lines from `start_line` to the end of the file.")
+                                  "Setting `[start_line, -1]` shows all lines from `start_line` to the end of the "
+                                  "file.")
 
 
 class SubmitArgs(BaseModel):

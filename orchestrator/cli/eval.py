@@ -9,6 +9,8 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
+from orchestrator.cli.config import CONFIG_HELP, command_settings, default
+from orchestrator.console import console, out
 from orchestrator.errors import EXIT_STOPPED, UsageError
 
 
@@ -40,9 +42,6 @@ def per_model(values: list[str], option: str, models: list[str], default: str | 
 
 
 def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-    console = Console(stderr=True)
-    out = Console()
-
     @app.command("bench-history")
     @user_errors
     def bench_history(
@@ -89,57 +88,82 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         tasks: Path = typer.Option(..., "--tasks", help="Tasks file, e.g. from `nightowl bench-history`."),
         model: list[str] = typer.Option(..., "--model", help="Model or adapter name (repeatable; the first is A, the baseline)."),
         base_url: list[str] = typer.Option(..., "--base-url", help="Server URL, once for all models or once per --model."),
-        api_key_env: list[str] = typer.Option([], "--api-key-env", help="Env variable with the API key, once or per --model."),
+        api_key_env: list[str] = typer.Option([], "--api-key-env", help=default("model.api_key_env", "Env variable with the API key, once or per --model.")),
         price: list[str] = typer.Option([], "--price", help="MODEL=USD per million tokens (repeatable)."),
         gpu_hour: list[str] = typer.Option([], "--gpu-hour-price", help="MODEL=USD per GPU-hour, for self-hosted models."),
         out_dir: Path = typer.Option(..., "--out", help="Eval directory; re-running with the same one resumes."),
         repo: Optional[Path] = typer.Option(None, "--repo", help="The repository (default: the one the tasks were mined from)."),
-        metric: str = typer.Option("recall", "--metric", help="Compared metric: recall, submit, resolve or validity."),
-        workers: int = typer.Option(2, "--workers", min=1),
-        max_steps: int = typer.Option(30, "--max-steps", min=1),
-        max_tokens: int = typer.Option(4096, "--max-tokens", min=1, help="Most tokens per model reply."),
-        tool_choice: str = typer.Option("auto", "--tool-choice", help="auto or required."),
-        sandbox: str = typer.Option("auto", "--sandbox", help="auto/bwrap/docker (isolating) or local (no isolation)."),
+        metric: Optional[str] = typer.Option(None, "--metric", help=default("eval.metric", "Compared metric: recall, submit, resolve or validity.")),
+        workers: Optional[int] = typer.Option(None, "--workers", min=1, help=default("eval.workers")),
+        max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help=default("agent.max_steps")),
+        max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help=default("model.max_tokens", "Most tokens per model reply.")),
+        tool_choice: Optional[str] = typer.Option(None, "--tool-choice", help=default("model.tool_choice", "auto or required.")),
+        sandbox: Optional[str] = typer.Option(None, "--sandbox", help=default("sandbox.kind", "auto or bwrap (bubblewrap isolation).")),
         workdir: Optional[Path] = typer.Option(None, "--workdir", help="Where workers keep their reusable workspaces "
                                                "(default OUT/models/<model>/workspaces; /dev/shm is fastest)."),
         until: Optional[str] = typer.Option(None, "--until", help="Stop at HH:MM (re-run to resume)."),
-        seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+        seed: Optional[int] = typer.Option(None, "--seed", help=default("eval.seed", "Bootstrap seed.")),
+        config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print the eval object (also saved as OUT/eval.json)."),
     ) -> None:
         """The same tasks for each model; per-model metrics and a paired bootstrap verdict of B against A."""
-        from orchestrator.cli.shift import check_sandbox
-        from orchestrator.pipelines.evaluate import EvalModel, EvalOptions, run_eval
-        from orchestrator.shift.engine import parse_until
-        from orchestrator.shift.tasks import load_tasks_file
-        from sandbox.git import repo_toplevel
+        from typer.main import get_current_context
 
-        check_sandbox(sandbox)
-        if tool_choice not in ("auto", "required"):
-            raise UsageError(f"--tool-choice must be auto or required, not {tool_choice!r}")
-        specs = load_tasks_file(tasks)
-        urls = per_model(base_url, "--base-url", model, None)
-        keys = per_model(api_key_env, "--api-key-env", model, "NIGHTOWL_API_KEY")
-        prices, gpu = named_values(price, "--price", model), named_values(gpu_hour, "--gpu-hour-price", model)
-        if repo is None:
-            mined = {s.repo for s in specs if s.repo}
-            if len(mined) != 1:
-                raise UsageError("give --repo (the tasks file does not name one repository)")
-            repo = Path(mined.pop())
-        top = repo_toplevel(repo.expanduser().resolve())
-        models = [EvalModel(name=m, base_url=u, api_key_env=k, price_per_mtok=prices.get(m), gpu_hour_price=gpu.get(m))
-                  for m, u, k in zip(model, urls, keys)]
-        options = EvalOptions(repo=top, tasks=specs, tasks_file=tasks.resolve(), models=models, out=out_dir.resolve(),
-                              metric=metric, workers=workers, max_steps=max_steps, max_tokens=max_tokens,
-                              tool_choice=tool_choice, sandbox=sandbox, seed=seed, workdir=workdir,
-                              deadline=parse_until(until) if until else None)
-        result, complete = run_eval(options)
+        from orchestrator.pipelines.evaluate import run_eval
+
+        result = run_eval(eval_options(get_current_context().params))
         if as_json:
-            out.print_json(json.dumps({k: v for k, v in result.items() if k != "per_task"}))
+            out.print_json(json.dumps(result.printed()))
         else:
-            print_table(out, result)
-        if not complete:
+            print_table(out, result.model_dump(mode="json"))
+        if not result.complete:
             console.print(f"[yellow]stopped before every task finished: re-run to resume ({out_dir})[/]")
             raise typer.Exit(EXIT_STOPPED)
+
+
+def eval_options(flags: dict[str, Any]) -> Any:
+    """The EvalOptions a `nightowl eval` command line stands for (its parsed flags; nothing runs)."""
+    from orchestrator.cli.shift import check_sandbox
+    from orchestrator.pipelines.evaluate import EvalModel, EvalOptions
+    from orchestrator.shift.engine import parse_until
+    from orchestrator.shift.tasks import load_tasks_file
+    from sandbox.git import repo_toplevel
+
+    if flags["sandbox"] is not None:
+        check_sandbox(flags["sandbox"])
+    if flags["tool_choice"] not in (None, "auto", "required"):
+        raise UsageError(f"--tool-choice must be auto or required, not {flags['tool_choice']!r}")
+    tasks, model, repo = flags["tasks"], flags["model"], flags["repo"]
+    specs = load_tasks_file(tasks)
+    urls = per_model(flags["base_url"], "--base-url", model, None)
+    prices = named_values(flags["price"], "--price", model)
+    gpu = named_values(flags["gpu_hour"], "--gpu-hour-price", model)
+    if repo is None:
+        mined = {s.repo for s in specs if s.repo}
+        if len(mined) != 1:
+            raise UsageError("give --repo (the tasks file does not name one repository)")
+        repo = Path(mined.pop())
+    top = repo_toplevel(repo.expanduser().resolve())
+    s = command_settings(flags, EVAL_KEYS, top)
+    check_sandbox(s.sandbox.kind)
+    keys = per_model(flags["api_key_env"], "--api-key-env", model, s.model.api_key_env)
+    models = [EvalModel(name=m, base_url=u, api_key_env=k, price_per_mtok=prices.get(m), gpu_hour_price=gpu.get(m))
+              for m, u, k in zip(model, urls, keys)]
+    until = flags["until"]
+    return EvalOptions(repo=top, tasks=specs, tasks_file=tasks.resolve(), models=models,
+                       out=flags["out_dir"].resolve(), metric=s.eval.metric, workers=s.eval.workers,
+                       max_steps=s.agent.max_steps, max_tokens=s.model.max_tokens, tool_choice=s.model.tool_choice,
+                       temperature=s.model.temperature, task_timeout_s=s.agent.max_wall_s,
+                       command_timeout_s=s.agent.command_timeout_s, sandbox=s.sandbox.kind, seed=s.eval.seed,
+                       workdir=flags["workdir"], deadline=parse_until(until) if until else None)
+
+
+EVAL_KEYS = {
+    "metric": ("eval.metric", "--metric"), "workers": ("eval.workers", "--workers"),
+    "max_steps": ("agent.max_steps", "--max-steps"), "max_tokens": ("model.max_tokens", "--max-tokens"),
+    "tool_choice": ("model.tool_choice", "--tool-choice"), "sandbox": ("sandbox.kind", "--sandbox"),
+    "seed": ("eval.seed", "--seed")}
+"""`nightowl eval`'s parameters that are settings: parameter -> (key in nightowl.toml, flag)."""
 
 
 def print_table(out: Console, result: dict[str, Any]) -> None:

@@ -8,26 +8,29 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 
+from orchestrator.cli.config import CONFIG_HELP, command_settings, default
+from orchestrator.console import console, plain
 from orchestrator.errors import EXIT_STOPPED, UsageError
 
 
 def train_plan(base: str, train_args: list[str], devices: list[int] | None) -> dict[str, Any]:
     """`nightowl train --plan` for this base and these train options, on the training GPUs ({} if it cannot
-    plan: training then says why itself)."""
-    import os
-    import subprocess
-    import sys
+    plan: training then says why itself). In a child process: planning looks at the GPUs."""
+    import tempfile
 
+    from orchestrator.cli.main import app
+    from orchestrator.pipelines.stage_process import run_stage
+    from orchestrator.pipelines.train_plan import PlanRequest, TrainPlan, plan_training
     from orchestrator.serving.student import train_environment
 
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "train", "--plan", "--base", base, *train_args],
-                          capture_output=True, text=True, env={**os.environ, **train_environment(devices)})
     try:
-        return json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr.strip()[-300:]}
-    except ValueError:
-        return {"error": proc.stdout.strip()[-300:]}
+        options = command_options(app)(["train", "--plan", "--base", base, *train_args])
+        with tempfile.TemporaryDirectory(prefix="nightowl-plan-") as scratch:
+            return run_stage(plan_training, PlanRequest(train=options), TrainPlan, Path(scratch) / "plan.log",
+                             env=train_environment(devices)).plan
+    except Exception as e:  # the flywheel still starts; `train` says why itself
+        return {"error": str(e)[-300:]}
 
 
 def memory_line(plan: dict[str, Any]) -> str:
@@ -39,6 +42,27 @@ def memory_line(plan: dict[str, Any]) -> str:
             f"{', '.join(d['device'] for d in plan.get('devices') or []) or plan.get('device')}: {verdict}")
 
 
+def command_options(app: typer.Typer) -> Callable[[list[Any]], Any]:
+    """Reads a step's `nightowl` command line (as `--dry-run` prints it) into the options model its stage function
+    takes: the command's own flags, defaults and checks, and nothing run."""
+    from orchestrator.cli.eval import eval_options
+    from orchestrator.cli.generate import generate_options
+    from orchestrator.cli.train import export_options, train_options
+
+    builders = {"generate": generate_options, "export": export_options, "train": train_options,
+                "eval": eval_options}
+
+    def options_of(args: list[Any]) -> Any:
+        name, *rest = map(str, args)
+        command = typer.main.get_command(app).commands[name]  # type: ignore[attr-defined]
+        try:
+            flags = command.make_context(f"nightowl {name}", rest).params
+        except Exception as e:  # click's usage errors (an unknown or malformed --train-args option)
+            raise UsageError(f"nightowl {name}: {getattr(e, 'format_message', e.__str__)()}") from None
+        return builders[name](flags)
+    return options_of
+
+
 def next_round(out: Path, rounds: int) -> int:
     for n in range(1, rounds + 1):
         if not (out / f"round-{n}" / "decide.json").is_file():
@@ -46,8 +70,17 @@ def next_round(out: Path, rounds: int) -> int:
     return rounds
 
 
+FLYWHEEL_KEYS = {
+    "samples": ("flywheel.samples", "--samples"), "metric": ("flywheel.metric", "--metric"),
+    "workers": ("flywheel.workers", "--workers"), "max_steps": ("agent.max_steps", "--max-steps"),
+    "max_tokens": ("model.max_tokens", "--max-tokens"), "sandbox": ("sandbox.kind", "--sandbox"),
+    "tool_choice": ("model.tool_choice", "--tool-choice"), "train_args": ("flywheel.train_args", "--train-args"),
+    "generate_args": ("flywheel.generate_args", "--generate-args"),
+    "max_lora_rank": ("flywheel.max_lora_rank", "--max-lora-rank"), "release": ("flywheel.release", "--release")}
+"""`nightowl flywheel`'s parameters that are settings: parameter -> (key in nightowl.toml, flag)."""
+
+
 def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-    console = Console(stderr=True)
 
     @app.command()
     @user_errors
@@ -64,24 +97,24 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
                                                        "(`nightowl serve --model BASE --lora`); default: start one."),
         student_model: Optional[str] = typer.Option(None, "--student-model", help="The base's served name on "
                                                     "--student-base-url (default: --base as given)."),
-        samples: int = typer.Option(20, "--samples", min=1, help="Generate samples per round."),
+        samples: Optional[int] = typer.Option(None, "--samples", min=1, help=default("flywheel.samples", "Generate samples per round.")),
         commits: Optional[str] = typer.Option(None, "--commits", help="Snapshots to generate from (default: the newest "
                                               "commit before the benchmark's cut-off, else HEAD)."),
         student_as_teacher: bool = typer.Option(False, "--student-as-teacher", help="Once a round is promoted, it is the teacher too."),
-        metric: str = typer.Option("recall", "--metric", help="Promotion metric: recall, submit, resolve or validity."),
-        workers: int = typer.Option(2, "--workers", min=1),
-        max_steps: int = typer.Option(30, "--max-steps", min=1),
-        max_tokens: int = typer.Option(4096, "--max-tokens", min=1, help="Most tokens per model reply (generate and eval)."),
-        sandbox: str = typer.Option("auto", "--sandbox"),
-        tool_choice: str = typer.Option("auto", "--tool-choice", help="auto or required."),
-        train_args: str = typer.Option("", "--train-args", help="Extra `nightowl train` options, e.g. '--epochs 3'."),
-        generate_args: str = typer.Option("", "--generate-args", help="Extra `nightowl generate` options."),
-        max_lora_rank: int = typer.Option(16, "--max-lora-rank", help="For the server the flywheel starts."),
+        metric: Optional[str] = typer.Option(None, "--metric", help=default("flywheel.metric", "Promotion metric: recall, submit, resolve or validity.")),
+        workers: Optional[int] = typer.Option(None, "--workers", min=1, help=default("flywheel.workers")),
+        max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help=default("agent.max_steps")),
+        max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help=default("model.max_tokens", "Most tokens per model reply (generate and eval).")),
+        sandbox: Optional[str] = typer.Option(None, "--sandbox", help=default("sandbox.kind", "auto or bwrap.")),
+        tool_choice: Optional[str] = typer.Option(None, "--tool-choice", help=default("model.tool_choice", "auto or required.")),
+        train_args: Optional[str] = typer.Option(None, "--train-args", help=default("flywheel.train_args", "Extra `nightowl train` options, e.g. '--epochs 3'.")),
+        generate_args: Optional[str] = typer.Option(None, "--generate-args", help=default("flywheel.generate_args", "Extra `nightowl generate` options.")),
+        max_lora_rank: Optional[int] = typer.Option(None, "--max-lora-rank", min=1, help=default("flywheel.max_lora_rank", "For the server the flywheel starts.")),
         max_model_len: Optional[str] = typer.Option(None, "--max-model-len", help="For the server the flywheel starts."),
         until: Optional[str] = typer.Option(None, "--until", help="Stop at HH:MM (re-run to resume)."),
-        release: str = typer.Option("auto", "--release", help="Around train: sleep (vLLM sleep mode), restart (stop and "
-                                    "start the server the flywheel started), none, or auto (sleep when training and "
-                                    "serving share a GPU, else none)."),
+        release: Optional[str] = typer.Option(None, "--release", help=default("flywheel.release", "Around train: sleep (vLLM sleep mode), restart (stop and "
+                                              "start the server the flywheel started), none, or auto (sleep when training and "
+                                              "serving share a GPU, else none).")),
         train_devices: Optional[str] = typer.Option(None, "--train-devices", help="GPUs train uses, e.g. 4,5,6,7 "
                                                     "(several: torchrun, one process each; default: all)."),
         serve_devices: Optional[str] = typer.Option(None, "--serve-devices", help="GPUs of the student server: the "
@@ -89,6 +122,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
                                                     "the ones your server uses (default: all)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the steps of the next round in order and exit "
                                      "(nothing started, nothing written)."),
+        config_file: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
     ) -> None:
         """Rounds of: generate data, export, train an adapter, load it, eval it against the best, promote if better."""
         from orchestrator.cli.serve import announce, server_config
@@ -109,6 +143,16 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         from training.evaluation.holdout import holdout_since, last_commit_before
         from training.evaluation.metrics import METRICS
 
+        if sandbox is not None:
+            check_sandbox(sandbox)
+        s = command_settings({**locals(), "config": config_file,
+                              "train_args": shlex.split(train_args) if train_args is not None else None,
+                              "generate_args": shlex.split(generate_args) if generate_args is not None else None},
+                             FLYWHEEL_KEYS, repo_toplevel(repo.expanduser().resolve()))
+        samples, metric, workers, release = s.flywheel.samples, s.flywheel.metric, s.flywheel.workers, s.flywheel.release
+        max_steps, max_tokens, tool_choice, sandbox = s.agent.max_steps, s.model.max_tokens, s.model.tool_choice, s.sandbox.kind
+        train_args, generate_args = shlex.join(s.flywheel.train_args), shlex.join(s.flywheel.generate_args)
+        max_lora_rank = s.flywheel.max_lora_rank
         check_sandbox(sandbox)
         if metric not in METRICS:
             raise UsageError(f"--metric must be one of {', '.join(METRICS)}, not {metric!r}")
@@ -132,7 +176,8 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
             env = {**(SLEEP_ENV if mode == "sleep" else {}),
                    **({"CUDA_VISIBLE_DEVICES": ",".join(map(str, serve_gpus))} if serve_gpus is not None else {})}
             config = server_config(base, SLEEP_ARGS if mode == "sleep" else [], lora=True, max_lora_rank=max_lora_rank,
-                                   max_loras=2, max_model_len=max_model_len, log_path=out_dir / "vllm.log", env=env)
+                                   max_loras=2, max_model_len=max_model_len, log_path=out_dir / "vllm.log", env=env,
+                                   device=s.serve.device)
             server = VLLMServer(config)
             fixed = config.model_copy(update={"port": server.port})
             student_base_url, base_name = server.base_url, server.served_model_name
@@ -158,19 +203,20 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
             metric=metric, workers=workers, max_steps=max_steps, max_tokens=max_tokens, sandbox=sandbox,
             tool_choice=tool_choice, train_args=shlex.split(train_args), generate_args=shlex.split(generate_args),
             until=until, deadline=deadline, train_devices=train_gpus)
-        wheel = Flywheel(options, log=lambda line: console.print(f"[dim]{line}[/]", highlight=False),
+        wheel = Flywheel(options, options_of=command_options(app),
+                         log=lambda line: console.print(f"[dim]{line}[/]", highlight=False),
                          show=lambda text: console.print(text, highlight=False, markup=False, soft_wrap=True),
                          server=student)
         memory = train_plan(base, options.train_args, train_gpus)
         if dry_run:
             n = next_round(options.out, rounds)
-            typer.echo(f"round {n} of {options.out} (release: {mode}: {why}):")
+            plain(f"round {n} of {options.out} (release: {mode}: {why}):")
             if student.own:
-                typer.echo(f"  the student server: vLLM for {base} on {student_base_url}, started by the flywheel "
-                           + ("when a step first needs it" if mode == "restart" else "before the first step"))
+                plain(f"  the student server: vLLM for {base} on {student_base_url}, started by the flywheel "
+                      + ("when a step first needs it" if mode == "restart" else "before the first step"))
             for line in wheel.dry_run(n):
-                typer.echo(f"  {line}")
-            typer.echo(f"  train memory plan: {memory_line(memory)}")
+                plain(f"  {line}")
+            plain(f"  train memory plan: {memory_line(memory)}")
             return
         console.print(f"[dim]around train: {mode} ({why}); train memory plan: {memory_line(memory)}[/]",
                       highlight=False, soft_wrap=True)
@@ -183,7 +229,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         ctx.call_on_close(student.stop)
         done = wheel.run()
         best = read_best(options.out, base_name)
-        typer.echo(json.dumps({"complete": done, "best": best.model_dump(), "rounds": str(options.out / "rounds.jsonl")}))
+        plain(json.dumps({"complete": done, "best": best.model_dump(), "rounds": str(options.out / "rounds.jsonl")}))
         if best.adapter:
             console.print(f"best: {best.model} (round {best.round}), linked as {options.out / 'best'}: run agents with it "
                           f"by `nightowl run REPO --model {options.out / 'best'}`, or serve it with `nightowl serve --model "

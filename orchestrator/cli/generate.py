@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 
+from orchestrator.cli.config import CONFIG_HELP, command_settings, default
 from orchestrator.cli.shift import check_sandbox, parse_deadline
-from orchestrator.errors import EXIT_STOPPED, NothingProduced, UsageError
+from orchestrator.console import console, out
+from orchestrator.errors import EXIT_STOPPED, UsageError
 
 
 def parse_commits(text: str | None) -> list[str]:
@@ -34,20 +34,20 @@ def parse_extra_body(text: str | None) -> dict[str, Any]:
 
 
 def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-    console = Console(stderr=True)
-    out = Console()
-
     @app.command()
     @user_errors
     def functions(repo: Path = typer.Argument(..., help="A git repository."),
                   commit: str = typer.Option("HEAD", "--commit", help="Read files at this commit (never the working tree)."),
-                  min_lines: int = typer.Option(3, "--min-lines", min=1, help="Skip functions shorter than this."),
+                  min_lines: Optional[int] = typer.Option(None, "--min-lines", min=1, help=default("generate.min_lines", "Skip functions shorter than this.")),
+                  config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
                   as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
         """List the functions `nightowl generate` would sample, with counts per language."""
         from sandbox.git import repo_toplevel
         from training.synthesis.functions import list_functions
 
-        report = list_functions(repo_toplevel(repo.expanduser().resolve()), commit, min_lines)
+        top = repo_toplevel(repo.expanduser().resolve())
+        s = command_settings(locals(), {"min_lines": ("generate.min_lines", "--min-lines")}, top)
+        report = list_functions(top, commit, s.generate.min_lines)
         if as_json:
             out.print_json(report.model_dump_json())
             return
@@ -93,119 +93,93 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         out_dir: Path = typer.Option(..., "--out", help="Generation directory; re-running the same command resumes."),
         student_base_url: list[str] = typer.Option([], "--student-base-url", help="T2 server(s); default: the teacher's."),
         student_model: Optional[str] = typer.Option(None, "--student-model", help="T2 model; default: the teacher."),
-        workers: int = typer.Option(4, "--workers", min=1, help="Concurrent stages (agents or chat calls)."),
+        workers: Optional[int] = typer.Option(None, "--workers", min=1, help=default("generate.workers", "Concurrent stages (agents or chat calls).")),
         commits: Optional[str] = typer.Option(None, "--commits", help="Snapshots to sample from, comma-separated (default HEAD)."),
-        seed: int = typer.Option(0, "--seed", help="Sampling and category seed."),
+        seed: Optional[int] = typer.Option(None, "--seed", help=default("generate.seed", "Sampling and category seed.")),
         demos: Optional[Path] = typer.Option(None, "--demos", help="File of issue texts separated by `---` lines "
                                              "(default: the repo's commit history)."),
-        min_lines: int = typer.Option(3, "--min-lines", min=1, help="Skip functions shorter than this."),
-        max_steps: int = typer.Option(60, "--max-steps", min=1, help="Steps per rollout."),
-        max_tokens: int = typer.Option(4096, "--max-tokens", min=1, help="Most tokens per model reply."),
-        temperature: float = typer.Option(0.6, "--temperature"),
-        tool_choice: str = typer.Option("auto", "--tool-choice", help="auto or required."),
-        extra_body: Optional[str] = typer.Option(None, "--extra-body", help="JSON object sent with every model request "
-                                                 "(e.g. '{\"chat_template_kwargs\": {\"enable_thinking\": false}}')."),
-        task_timeout: float = typer.Option(3600.0, "--task-timeout", help="Seconds per rollout."),
-        model_timeout: float = typer.Option(600.0, "--model-timeout", help="Seconds per model request."),
-        model_retries: int = typer.Option(3, "--model-retries", min=0, help="Retries of a failed model request."),
-        stall: float = typer.Option(900.0, "--stall", help="Watchdog: stop a rollout without a new step for this long."),
+        min_lines: Optional[int] = typer.Option(None, "--min-lines", min=1, help=default("generate.min_lines", "Skip functions shorter than this.")),
+        max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help=default("agent.max_steps", "Steps per rollout.")),
+        max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help=default("model.max_tokens", "Most tokens per model reply.")),
+        temperature: Optional[float] = typer.Option(None, "--temperature", help=default("generate.temperature")),
+        tool_choice: Optional[str] = typer.Option(None, "--tool-choice", help=default("model.tool_choice", "auto or required.")),
+        extra_body: Optional[str] = typer.Option(None, "--extra-body", help=default("model.extra_body", "JSON object sent with every model request "
+                                                 "(e.g. '{\"chat_template_kwargs\": {\"enable_thinking\": false}}').")),
+        task_timeout: Optional[float] = typer.Option(None, "--task-timeout", help=default("agent.max_wall_s", "Seconds per rollout.")),
+        model_timeout: Optional[float] = typer.Option(None, "--model-timeout", help=default("model.timeout_s", "Seconds per model request.")),
+        model_retries: Optional[int] = typer.Option(None, "--model-retries", min=0, help=default("model.max_retries", "Retries of a failed model request.")),
+        stall: Optional[float] = typer.Option(None, "--stall", help=default("generate.stall_s", "Watchdog: stop a rollout without a new step for this long.")),
         until: Optional[str] = typer.Option(None, "--until", help="Stop at HH:MM (resumable)."),
         hours: Optional[float] = typer.Option(None, "--hours", help="Stop after H hours (resumable)."),
         token_budget: Optional[int] = typer.Option(None, "--token-budget", min=1, help="Stop once this many tokens are used."),
-        sandbox: str = typer.Option("auto", "--sandbox", help="auto or bwrap (bubblewrap isolation)."),
+        sandbox: Optional[str] = typer.Option(None, "--sandbox", help=default("sandbox.kind", "auto or bwrap (bubblewrap isolation).")),
         workdir: Optional[Path] = typer.Option(None, "--workdir", help="Where workers keep their reusable workspaces "
                                                "(default OUT/workspaces; /dev/shm is fastest)."),
+        config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
         as_json: bool = typer.Option(False, "--json", help="No dashboard; print one JSON object at the end."),
     ) -> None:
         """Soft-verified training data from REPO: T1 change, self-check, synthetic PR, T2 re-implementation, recall."""
-        from agent.trajectory import write_text_atomic
-        from orchestrator.pipelines.generate import GenerateSettings, Generation, check_resume
-        from orchestrator.pipelines.samples import stage_counts
+        from typer.main import get_current_context
+
+        from orchestrator.pipelines.generate_run import NoSamples, run_generate
         from orchestrator.shift.dashboard import LiveBoard
-        from orchestrator.shift.engine import RoleEndpoints, Shift, ShiftOptions
-        from orchestrator.shift.store import DB_NAME, Store
-        from sandbox.git import repo_toplevel
-        from training.evaluation.holdout import DEMONSTRATIONS, demonstrations_record, holdout_since
-        from training.synthesis.demonstrations import demonstration_pool
-        from training.synthesis.functions import plan_samples, skip_summary
-        from training.synthesis.gitblobs import resolve
 
-        check_sandbox(sandbox)
-        if tool_choice not in ("auto", "required"):
-            raise UsageError(f"--tool-choice must be auto or required, not {tool_choice!r}")
-        if bool(student_base_url) != bool(student_model):
-            raise UsageError("give --student-base-url and --student-model together (or neither: T2 uses the teacher)")
-        if demos is not None and not demos.is_file():
-            raise UsageError(f"--demos {demos} is not a file")
-        body = parse_extra_body(extra_body)
-        deadline = parse_deadline(until, hours)
-        top = repo_toplevel(repo.expanduser().resolve())
-        commits_arg = parse_commits(commits)
-        resolved = None
-        if (out_dir / DB_NAME).is_file():
-            store = Store(out_dir)
-            try:
-                resolved = check_resume(store, seed, commits_arg)
-            finally:
-                store.close()
-        resolved = resolved or [resolve(top, c) for c in commits_arg]
-        started = time.monotonic()
-        plan = plan_samples(top, resolved, samples, seed, min_lines)
-        if not plan.functions:
-            raise UsageError(f"no functions to sample in {top} at {', '.join(c[:12] for c in resolved)} "
-                             "(see `nightowl functions REPO`)")
-        cutoff = holdout_since(top)
-        pool, pool_source = demonstration_pool(top, demos, before=cutoff)
-        write_text_atomic(out_dir / DEMONSTRATIONS, demonstrations_record(pool_source, cutoff))
-        console.print(f"[dim]sampled {len(plan.functions)} of {plan.available} functions from {len(resolved)} "
-                      f"snapshot(s) in {time.monotonic() - started:.2f} s; demonstrations: {len(pool)} from "
-                      f"{pool_source}[/]", highlight=False)
-        skipped = skip_summary(plan.reports)["skip_rules"]
-        if skipped:
-            console.print("[dim]files not sampled: " + "  ".join(f"{k} {v}" for k, v in skipped.items())
-                          + f" (`nightowl functions {top} --json` lists them)[/]", highlight=False)
-        teacher = RoleEndpoints(base_urls=base_url, model=model)
-        student = RoleEndpoints(base_urls=student_base_url, model=student_model) if student_model else teacher
-        options = ShiftOptions(repo=top, out=out_dir, model=model, base_urls=base_url, workers=workers,
-                               roles={"teacher": teacher, "student": student}, create_branches=False,
-                               deadline=deadline, token_budget=token_budget, max_steps=max_steps,
-                               task_timeout_s=task_timeout, max_attempts=1, stall_s=stall, sandbox=sandbox,
-                               model_timeout_s=model_timeout, model_retries=model_retries, max_tokens=max_tokens,
-                               temperature=temperature,
-                               tool_choice=tool_choice, extra_body=body, request_errors_count=True,
-                               stop_on_internal_error=True, workdir=workdir)
-        generation = Generation(plan.functions, pool, GenerateSettings(seed=seed, max_steps=max_steps),
-                                binding={"seed": seed, "commits_arg": commits_arg, "commits": resolved})
-        runner = Shift(options, stages=generation)
-        board = LiveBoard(console, as_json, lambda s: f"generating {len(plan.functions)} samples with {workers} "
-                                                      f"workers; events in {s.out / 'events.jsonl'}")
-        report = runner.run(install_signals=True, on_start=board.start, on_end=board.end)
-        store = Store(out_dir, readonly=True)
+        options = generate_options(get_current_context().params)
         try:
-            stages = stage_counts(store) or {}
-        finally:
-            store.close()
-        if as_json:
-            out.print_json(json.dumps({"complete": report.complete, "stopped": report.stopped, **stages,
-                                       "sampling": skip_summary(plan.reports),
-                                       "samples_file": str(out_dir / "samples.jsonl"), "events": str(report.events_path)}))
-        else:
-            st = stages.get("stages", {})
-            out.print(f"{'[green]complete[/]' if report.complete else '[yellow]stopped: ' + str(report.stopped) + '[/]'}"
-                      f"  done {st.get('done', 0)}  dropped {st.get('dropped', 0)}  "
-                      f"samples: {out_dir / 'samples.jsonl'}")
-        if not report.complete:
+            result = run_generate(options, note=lambda text: console.print(f"[dim]{text}[/]", highlight=False),
+                                  board=lambda intro: LiveBoard(console, as_json, intro))
+        except NoSamples as e:
+            if e.result is not None:
+                print_result(e.result, as_json)
+            raise
+        print_result(result, as_json)
+        if not result.complete:
             raise typer.Exit(EXIT_STOPPED)
-        if not stages.get("stages", {}).get("done"):
-            raise NothingProduced(f"generate finished with 0 samples in {out_dir}: {why_dropped(stages)}")
+
+    def print_result(result: Any, as_json: bool) -> None:
+        if as_json:
+            out.print_json(json.dumps(result.printed()))
+        else:
+            st = result.stages or {}
+            out.print(f"{'[green]complete[/]' if result.complete else '[yellow]stopped: ' + str(result.stopped) + '[/]'}"
+                      f"  done {st.get('done', 0)}  dropped {st.get('dropped', 0)}  "
+                      f"samples: {result.samples_file}")
 
 
-def why_dropped(stages: dict[str, Any]) -> str:
-    """`N dropped: reason (count, e.g. "first message"), ...`: why a generation produced nothing."""
-    dropped = stages.get("dropped") or {}
-    if not dropped:
-        return "no sample was dropped either (nothing ran?)"
-    examples = stages.get("dropped_examples") or {}
-    parts = [f"{reason} ({count}, e.g. {examples.get(reason, '')[:200]!r})" for reason, count in
-             sorted(dropped.items(), key=lambda kv: -kv[1])]
-    return f"{sum(dropped.values())} dropped: " + "; ".join(parts)
+def generate_options(flags: dict[str, Any]) -> Any:
+    """The GenerateOptions a `nightowl generate` command line stands for (its parsed flags; nothing runs)."""
+    from orchestrator.pipelines.generate_run import GenerateOptions
+    from sandbox.git import repo_toplevel
+
+    if flags["sandbox"] is not None:
+        check_sandbox(flags["sandbox"])
+    if flags["tool_choice"] not in (None, "auto", "required"):
+        raise UsageError(f"--tool-choice must be auto or required, not {flags['tool_choice']!r}")
+    if bool(flags["student_base_url"]) != bool(flags["student_model"]):
+        raise UsageError("give --student-base-url and --student-model together (or neither: T2 uses the teacher)")
+    if flags["demos"] is not None and not flags["demos"].is_file():
+        raise UsageError(f"--demos {flags['demos']} is not a file")
+    s = command_settings({**flags, "extra_body": parse_extra_body(flags["extra_body"]) or None}, GENERATE_KEYS,
+                         repo_toplevel(flags["repo"].expanduser().resolve()))
+    check_sandbox(s.sandbox.kind)
+    deadline = parse_deadline(flags["until"], flags["hours"])
+    return GenerateOptions(
+        repo=flags["repo"], samples=flags["samples"], base_urls=flags["base_url"], model=flags["model"],
+        out=flags["out_dir"], student_base_urls=flags["student_base_url"], student_model=flags["student_model"],
+        workers=s.generate.workers, commits=parse_commits(flags["commits"]), seed=s.generate.seed,
+        demos=flags["demos"], min_lines=s.generate.min_lines, max_steps=s.agent.max_steps,
+        max_tokens=s.model.max_tokens, temperature=s.generate.temperature, tool_choice=s.model.tool_choice,
+        extra_body=s.model.extra_body, task_timeout_s=s.agent.max_wall_s, model_timeout_s=s.model.timeout_s,
+        model_retries=s.model.max_retries, stall_s=s.generate.stall_s, deadline=deadline,
+        token_budget=flags["token_budget"], sandbox=s.sandbox.kind, workdir=flags["workdir"])
+
+
+GENERATE_KEYS = {
+    "workers": ("generate.workers", "--workers"), "seed": ("generate.seed", "--seed"),
+    "min_lines": ("generate.min_lines", "--min-lines"), "max_steps": ("agent.max_steps", "--max-steps"),
+    "max_tokens": ("model.max_tokens", "--max-tokens"), "temperature": ("generate.temperature", "--temperature"),
+    "tool_choice": ("model.tool_choice", "--tool-choice"), "extra_body": ("model.extra_body", "--extra-body"),
+    "task_timeout": ("agent.max_wall_s", "--task-timeout"), "model_timeout": ("model.timeout_s", "--model-timeout"),
+    "model_retries": ("model.max_retries", "--model-retries"), "stall": ("generate.stall_s", "--stall"),
+    "sandbox": ("sandbox.kind", "--sandbox")}
+"""`nightowl generate`'s parameters that are settings: parameter -> (key in nightowl.toml, flag)."""

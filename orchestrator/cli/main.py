@@ -10,14 +10,21 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from agent.loop import AgentConfig
 from agent.model import ModelConfig
 from agent.run import RunRequest, outcome_json, run_task
 from agent.trajectory import ExitStatus, Trajectory, load_trajectory
-from orchestrator.cli.config import CONFIG_HELP, SANDBOX_HELP, default, given, sandbox_flag, sandbox_kind
+from orchestrator.cli.config import (
+    CONFIG_HELP,
+    CWD_CONFIG_HELP,
+    SANDBOX_HELP,
+    default,
+    given,
+    sandbox_flag,
+    sandbox_kind,
+)
 from orchestrator.cli.config import register as register_config_commands
 from orchestrator.cli.doctor import register as register_doctor_command
 from orchestrator.cli.eval import register as register_eval_commands
@@ -46,6 +53,7 @@ from orchestrator.cli.serve import (
 )
 from orchestrator.cli.shift import register as register_shift_commands
 from orchestrator.cli.train import register as register_train_commands
+from orchestrator.console import configure_logging, console, out, plain
 from orchestrator.crash import report_bug
 from orchestrator.errors import EXIT_BUG, NightowlError, UsageError
 from orchestrator.extras import missing_from_extra
@@ -56,8 +64,7 @@ from sandbox.select import ensure_isolation
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="nightowl: autonomous coding agents on your own repository, with open-weight models.")
-console = Console(stderr=True)
-out = Console()
+
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """nightowl's own errors: one line on stderr, exit code 2. A bug: a short message, the traceback in a log."""
@@ -88,9 +95,13 @@ def show_version(value: bool) -> None:
 
 
 @app.callback()
-def main_options(version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
-                                              help="Print the version and exit.")) -> None:
+def main_options(ctx: typer.Context,
+                 version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
+                                              help="Print the version and exit."),
+                 verbose: bool = typer.Option(False, "--verbose",
+                                              help="Debug messages on stderr and in the log too.")) -> None:
     """nightowl: autonomous coding agents on your own repository, with open-weight models."""
+    configure_logging(ctx.invoked_subcommand or "nightowl", verbose)
 
 
 def read_task(task: str | None, task_file: Path | None) -> str:
@@ -162,7 +173,7 @@ def run(
     max_model_len: MaxModelLen = None, gpu_memory_utilization: GpuMemory = None,
     tensor_parallel_size: TensorParallel = None, data_parallel_size: DataParallel = None,
     enable_expert_parallel: ExpertParallel = False, tool_call_parser: ToolCallParser = None,
-    reasoning_parser: ReasoningParser = None, device: Device = "auto",
+    reasoning_parser: ReasoningParser = None, device: Device = None,
 ) -> None:
     """Run one agent on REPO until it submits a patch or a limit is reached.
 
@@ -179,7 +190,8 @@ def run(
         "run.out": (out_dir, "--out"), "run.commit": (commit, "--commit"), "agent.max_steps": (max_steps, "--max-steps"),
         "model.max_tokens": (max_tokens, "--max-tokens"), "model.temperature": (temperature, "--temperature"),
         "model.tool_choice": (tool_choice, "--tool-choice"), "agent.command_timeout_s": (command_timeout, "--command-timeout"),
-        "model.api_key_env": (api_key_env, "--api-key-env"), "sandbox.kind": (sandbox_flag(sandbox), "--sandbox")}))
+        "model.api_key_env": (api_key_env, "--api-key-env"), "sandbox.kind": (sandbox_flag(sandbox), "--sandbox"),
+        "serve.device": (device, "--device")}))
     s = loaded.settings
     if not s.model.name:
         raise UsageError("no model: give --model NAME (or `name` under [model] in nightowl.toml)")
@@ -214,7 +226,8 @@ def run(
     if s.model.base_url:
         go(s.model.base_url[0], s.model.name)
         return
-    server = VLLMServer(server_config(s.model.name, ctx.args, log_path=log_path_for(s.run.out, run_id), **flags))
+    server = VLLMServer(server_config(s.model.name, ctx.args, log_path=log_path_for(s.run.out, run_id),
+                                      **{**flags, "device": s.serve.device}))
     announce(console, server)
     with server:
         go(server.base_url, server.served_model_name, server.plan.reasoning_in_history)
@@ -260,8 +273,8 @@ def tiny_model(directory: Path = typer.Argument(..., help="Where to write the mo
 @user_errors
 def serve(ctx: typer.Context,
           model: str = typer.Option(..., "--model", help="Hub id, local model directory, or LoRA adapter directory."),
-          port: int = typer.Option(8000, "--port"),
-          host: str = typer.Option("127.0.0.1", "--host"),
+          port: Optional[int] = typer.Option(None, "--port", min=1, max=65535, help=default("serve.port")),
+          host: Optional[str] = typer.Option(None, "--host", help=default("serve.host")),
           api_key: Optional[str] = typer.Option(None, "--api-key", envvar="NIGHTOWL_API_KEY", show_default=False,
                                                 help="Key clients must send; required when --host is not loopback."),
           served_model_name: Optional[str] = typer.Option(None, "--served-model-name"),
@@ -269,20 +282,24 @@ def serve(ctx: typer.Context,
           max_model_len: MaxModelLen = None, gpu_memory_utilization: GpuMemory = None,
           tensor_parallel_size: TensorParallel = None, data_parallel_size: DataParallel = None,
           enable_expert_parallel: ExpertParallel = False, tool_call_parser: ToolCallParser = None,
-          reasoning_parser: ReasoningParser = None, device: Device = "auto",
+          reasoning_parser: ReasoningParser = None, device: Device = None,
           dry_run: bool = typer.Option(False, "--dry-run", help="Print the command and environment; start nothing."),
           log: Optional[Path] = typer.Option(None, "--log", help="vLLM's output (default: a new temp file)."),
+          config_file: Optional[Path] = typer.Option(None, "--config", help=CWD_CONFIG_HELP),
           ) -> None:
     """Run the real vLLM OpenAI server until interrupted (arguments after -- go to vLLM untouched)."""
     from orchestrator.serving.vllm_server import VLLMServer, describe_plan, serve_forever
 
     flags = {k: v for k, v in locals().items() if k in SERVING_FLAGS}
-    config = server_config(model, ctx.args, port=port, host=host, api_key=api_key,
+    s = load_settings(config_file, None, given({"serve.port": (port, "--port"), "serve.host": (host, "--host"),
+                                            "serve.device": (device, "--device")})).settings.serve
+    flags["device"] = s.device
+    config = server_config(model, ctx.args, port=s.port, host=s.host, api_key=api_key,
                            served_model_name=served_model_name, log_path=log, **flags)
     server = VLLMServer(config)
     announce(console, server, notes=True)
     if dry_run:
-        print(describe_plan(server.plan))
+        plain(describe_plan(server.plan))
         return
     with server:
         out.print(f"serving {server.served_model_name} at {server.base_url} (Ctrl-C stops); log: {server.log_path}",

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 
+from orchestrator.console import out
 from orchestrator.errors import UsageError
 
 REPORT_NAME = "report.html"
@@ -27,7 +27,6 @@ def parse_price(text: str) -> tuple[float, float]:
 
 
 def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-    out = Console()
 
     @app.command()
     @user_errors

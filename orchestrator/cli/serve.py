@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Optional
 import typer
 from rich.console import Console
 
+from orchestrator.cli.config import default
 from orchestrator.errors import UsageError
 from orchestrator.serving.vllm_server import ServerConfig, VLLMServer, parse_adapters
 
@@ -29,7 +30,7 @@ DataParallel = Annotated[Optional[int], typer.Option("--data-parallel-size", min
 ExpertParallel = Annotated[bool, typer.Option("--enable-expert-parallel", help="Spread a mixture-of-experts model's experts over the GPUs.")]
 ToolCallParser = Annotated[Optional[str], typer.Option("--tool-call-parser", help="vLLM tool-call parser (default: from the checkpoint).")]
 ReasoningParser = Annotated[Optional[str], typer.Option("--reasoning-parser", help="vLLM reasoning parser (default: from the checkpoint; none turns it off).")]
-Device = Annotated[str, typer.Option("--device", help="auto, cuda or cpu (auto: cuda when torch sees a GPU).")]
+Device = Annotated[Optional[str], typer.Option("--device", help=default("serve.device", "auto, cuda or cpu (auto: cuda when torch sees a GPU)."))]
 
 
 SERVING_FLAGS = ("adapter", "lora", "max_lora_rank", "max_loras", "max_model_len", "gpu_memory_utilization",
@@ -54,9 +55,10 @@ def server_config(model: str, extra_args: list[str], *, adapter: Sequence[str] =
                   max_lora_rank: int | None = None, max_loras: int | None = None, max_model_len: str | None = None,
                   gpu_memory_utilization: float | None = None, tensor_parallel_size: int | None = None,
                   data_parallel_size: int | None = None, enable_expert_parallel: bool = False,
-                  tool_call_parser: str | None = None, reasoning_parser: str | None = None, device: str = "auto",
+                  tool_call_parser: str | None = None, reasoning_parser: str | None = None, device: str | None = None,
                   **rest: Any) -> ServerConfig:
-    if device not in ("auto", "cuda", "cpu"):
+    """`device` None: ServerConfig's default (commands pass `[serve] device`)."""
+    if device is not None and device not in ("auto", "cuda", "cpu"):
         raise UsageError(f"--device must be auto, cuda or cpu, not {device!r}")
     if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
         raise UsageError(f"--gpu-memory-utilization must be in (0, 1], not {gpu_memory_utilization}")
@@ -65,12 +67,12 @@ def server_config(model: str, extra_args: list[str], *, adapter: Sequence[str] =
                         gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
                         data_parallel_size=data_parallel_size, enable_expert_parallel=enable_expert_parallel,
                         tool_call_parser=tool_call_parser, reasoning_parser=reasoning_parser,
-                        device=device, extra_args=list(extra_args), **rest)  # type: ignore[arg-type]
+                        **({"device": device} if device else {}), extra_args=list(extra_args), **rest)  # type: ignore[arg-type]
 
 
 def refuse_with_base_url(base_url: object, extra_args: list[str], **flags: Any) -> None:
     """Serving flags mean nothing when the user runs the server: say so instead of ignoring them."""
-    defaults: dict[str, Any] = {"adapter": [], "lora": False, "enable_expert_parallel": False, "device": "auto"}
+    defaults: dict[str, Any] = {"adapter": [], "lora": False, "enable_expert_parallel": False}
     given = [f"--{name.replace('_', '-')}" for name, value in flags.items() if value != defaults.get(name)]
     given += ["arguments after --"] if extra_args else []
     if base_url and given:

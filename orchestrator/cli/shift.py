@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 
 from agent.loop import AgentConfig
+from agent.model import SamplingOptions
 from orchestrator.cli.config import CONFIG_HELP, SANDBOX_HELP, default, given, sandbox_flag, sandbox_kind
 from orchestrator.cli.serve import (
     PASSTHROUGH,
@@ -27,17 +27,19 @@ from orchestrator.cli.serve import (
     refuse_with_base_url,
     server_config,
 )
+from orchestrator.console import console, out
 from orchestrator.errors import EXIT_STOPPED, UsageError
 from orchestrator.extras import missing_from_extra
 from orchestrator.settings import EXECUTORS, load_settings
+from sandbox.backends import kinds_text
 from sandbox.git import repo_toplevel
-from sandbox.select import ensure_isolation
+from sandbox.select import ISOLATING_SANDBOXES, ensure_isolation
 
 
 def check_sandbox(sandbox: str) -> None:
-    if sandbox not in ("auto", "bwrap"):
-        raise UsageError(f"--sandbox must be auto or bwrap, not {sandbox!r} (nightowl never runs agents unisolated "
-                         "in the background)")
+    if sandbox not in ISOLATING_SANDBOXES:
+        raise UsageError(f"--sandbox must be {kinds_text(ISOLATING_SANDBOXES)}, not {sandbox!r} (nightowl never "
+                         "runs agents unisolated in the background)")
 
 
 def parse_deadline(until: str | None, hours: float | None) -> float | None:
@@ -52,8 +54,6 @@ def parse_deadline(until: str | None, hours: float | None) -> float | None:
 
 
 def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-    console = Console(stderr=True)
-    out = Console()
 
     @app.command(context_settings=PASSTHROUGH)
     @user_errors
@@ -90,7 +90,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         max_model_len: MaxModelLen = None, gpu_memory_utilization: GpuMemory = None,
         tensor_parallel_size: TensorParallel = None, data_parallel_size: DataParallel = None,
         enable_expert_parallel: ExpertParallel = False, tool_call_parser: ToolCallParser = None,
-        reasoning_parser: ReasoningParser = None, device: Device = "auto",
+        reasoning_parser: ReasoningParser = None, device: Device = None,
     ) -> None:
         """Run every task in TASKS with N parallel agents, durably; re-run the same command to resume.
 
@@ -115,7 +115,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
             "agent.command_timeout_s": (command_timeout, "--command-timeout"),
             "sandbox.kind": (sandbox_flag(sandbox), "--sandbox"), "shift.executor": (executor, "--executor"),
             "shift.ray_address": (ray_address, "--ray-address"), "model.api_key_env": (api_key_env, "--api-key-env"),
-            "shift.workdir": (workdir, "--workdir")}))
+            "shift.workdir": (workdir, "--workdir"), "serve.device": (device, "--device")}))
         s, sh = loaded.settings, loaded.settings.shift
         missing = [flag for flag, value in (("--tasks", sh.tasks), ("--model", s.model.name), ("--out", sh.out))
                    if not value]
@@ -131,23 +131,20 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         ensure_isolation(kind, s.sandbox.policy())  # type: ignore[arg-type]
         model_name, base_urls = s.model.name, s.model.base_url
         if not base_urls:
-            server = VLLMServer(server_config(model_name, ctx.args, log_path=sh.out / "vllm.log", **flags))  # type: ignore[operator, arg-type]
+            server = VLLMServer(server_config(model_name, ctx.args, log_path=sh.out / "vllm.log",  # type: ignore[operator, arg-type]
+                                              **{**flags, "device": s.serve.device}))
             announce(console, server)
             ctx.call_on_close(server.stop)  # runs however the command ends (return, Exit, error, Ctrl-C)
             server.start()
             model_name, base_urls = server.served_model_name, [server.base_url]
         options = ShiftOptions(repo=top, out=sh.out, model=model_name, base_urls=base_urls,  # type: ignore[arg-type]
                                workers=sh.workers, per_server_cap=sh.per_server, deadline=deadline,
-                               token_budget=sh.token_budget, max_steps=s.agent.max_steps,
-                               task_timeout_s=s.agent.max_wall_s, max_attempts=sh.max_attempts,
+                               token_budget=sh.token_budget, max_attempts=sh.max_attempts,
                                max_infra_retries=sh.max_infra_retries, stall_s=sh.stall_s, sandbox=kind,
                                executor=sh.executor, ray_address=sh.ray_address, workdir=sh.workdir,
-                               model_timeout_s=s.model.timeout_s,
-                               model_retries=s.model.max_retries, max_tokens=s.model.max_tokens,
-                               temperature=s.model.temperature, tool_choice=s.model.tool_choice,
-                               api_key_env=s.model.api_key_env, command_timeout_s=s.agent.command_timeout_s,
-                               agent=AgentConfig(**s.agent.model_dump()), limits=s.sandbox.resource_limits(),
-                               policy=s.sandbox.policy())
+                               agent=AgentConfig(**s.agent.model_dump()),
+                               sampling=SamplingOptions(**s.model.model_dump(exclude={"name", "base_url"})),
+                               limits=s.sandbox.resource_limits(), policy=s.sandbox.policy())
         workers = sh.workers
         runner = Shift(options, sources=[source])
         board = LiveBoard(console, as_json, lambda s: f"shift on {s.repo}: {s.store.counts()['tasks']} tasks, "

@@ -6,48 +6,37 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 
+from orchestrator.cli.config import CWD_CONFIG_HELP, command_settings, default
+from orchestrator.console import console, out, plain
 from orchestrator.errors import UsageError
 
 
 def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-    console = Console(stderr=True)
-    out = Console()
 
     @app.command("export")
     @user_errors
     def export_command(
         sources: list[Path] = typer.Argument(..., help="Shift (--out of `nightowl shift`) and generate directories."),
         out_dir: Path = typer.Option(..., "--out", help="New dataset directory: train.jsonl, val.jsonl, dataset.json."),
-        min_recall: Optional[float] = typer.Option(None, "--min-recall", help="Drop T2 rows below this line recall."),
-        max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Cut longer trajectories after the last assistant turn that fits (needs --tokenizer)."),
-        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Model directory or hub id whose tokenizer and chat template count tokens."),
-        val_share: float = typer.Option(0.1, "--val-share", help="Share of tasks (not rows) held out in val.jsonl."),
-        max_changed_lines: Optional[int] = typer.Option(None, "--max-changed-lines", help="Drop rows whose patch changes more lines."),
-        min_fit_share: float = typer.Option(0.5, "--min-fit-share", help="Keep a cut trajectory only if the kept part holds this share of its tokens."),
+        min_recall: Optional[float] = typer.Option(None, "--min-recall", help=default("export.min_recall", "Drop T2 rows below this line recall.")),
+        max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help=default("export.max_tokens", "Cut longer trajectories after the last assistant turn that fits (needs --tokenizer).")),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help=default("export.tokenizer", "Model directory or hub id whose tokenizer and chat template count tokens.")),
+        val_share: Optional[float] = typer.Option(None, "--val-share", help=default("export.val_share", "Share of tasks (not rows) held out in val.jsonl.")),
+        max_changed_lines: Optional[int] = typer.Option(None, "--max-changed-lines", help=default("export.max_changed_lines", "Drop rows whose patch changes more lines.")),
+        min_fit_share: Optional[float] = typer.Option(None, "--min-fit-share", help=default("export.min_fit_share", "Keep a cut trajectory only if the kept part holds this share of its tokens.")),
         include_unsubmitted: bool = typer.Option(False, "--include-unsubmitted", help="Keep runs that did not submit."),
         allow_holdout_leak: bool = typer.Option(False, "--allow-holdout-leak", help="Export even if data post-dates a bench-history cut-off."),
+        config: Optional[Path] = typer.Option(None, "--config", help=CWD_CONFIG_HELP),
     ) -> None:
         """Turn shift and generate outputs into a training dataset (split by task, deterministic)."""
-        from pydantic import ValidationError
+        from typer.main import get_current_context
 
-        from training.dataset.export import ExportOptions, export
+        from training.dataset.export import export
 
-        try:
-            options = ExportOptions(sources=sources, out=out_dir, min_recall=min_recall, max_tokens=max_tokens,
-                                    tokenizer=tokenizer, val_share=val_share, max_changed_lines=max_changed_lines,
-                                    min_fit_share=min_fit_share, submitted_only=not include_unsubmitted,
-                                    allow_holdout_leak=allow_holdout_leak)
-        except ValidationError as e:
-            raise UsageError(one_line(e)) from None
-        report = export(options)
-        out.print(f"{report.rows['train']} train + {report.rows['val']} val rows from {report.candidates} "
-                  f"trajectories in {report.seconds:.1f} s -> {report.out}", highlight=False)
-        if report.dropped:
-            out.print("dropped: " + ", ".join(f"{k} {v}" for k, v in sorted(report.dropped.items())), highlight=False)
-        out.print(f"truncated: {report.truncated}; scrubbed secrets: "
-                  + (", ".join(f"{k} {v}" for k, v in sorted(report.scrubbed.items())) or "none"), highlight=False)
+        report = export(export_options(get_current_context().params))
+        for line in report.summary():
+            out.print(line, highlight=False)
 
     @app.command("train")
     @user_errors
@@ -55,58 +44,43 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         base: str = typer.Option(..., "--base", help="Base model directory or hub id (the served model)."),
         data: Optional[Path] = typer.Option(None, "--data", help="A dataset directory from `nightowl export`."),
         out_dir: Optional[Path] = typer.Option(None, "--out", help="Adapter directory (re-run the same command to resume)."),
-        epochs: float = typer.Option(1.0, "--epochs"),
-        lr: Optional[float] = typer.Option(None, "--lr", help="Default 2e-4 (LoRA), 1e-5 (--full)."),
-        rank: int = typer.Option(16, "--rank", help="LoRA rank (vLLM's --max-lora-rank must be at least this)."),
-        max_length: int = typer.Option(32768, "--max-length", help="Longer rows are cut after the last assistant turn that fits."),
+        epochs: Optional[float] = typer.Option(None, "--epochs", help=default("train.epochs")),
+        lr: Optional[float] = typer.Option(None, "--lr", help=default("train.lr", "none: 2e-4 (LoRA), 1e-5 (--full).")),
+        rank: Optional[int] = typer.Option(None, "--rank", help=default("train.rank", "LoRA rank (vLLM's --max-lora-rank must be at least this).")),
+        max_length: Optional[int] = typer.Option(None, "--max-length", help=default("train.max_length", "Longer rows are cut after the last assistant turn that fits.")),
         full: bool = typer.Option(False, "--full", help="Full fine-tune instead of LoRA (writes a model directory)."),
-        batch_size: int = typer.Option(1, "--batch-size", help="Rows per device per step."),
-        grad_accum: int = typer.Option(1, "--grad-accum"),
-        save_steps: int = typer.Option(50, "--save-steps", help="Checkpoint every N steps."),
-        max_steps: int = typer.Option(-1, "--max-steps", help="Stop after N steps (default: the epochs)."),
-        packing: str = typer.Option("auto", "--packing", help="auto, on or off."),
-        seed: int = typer.Option(0, "--seed"),
-        gradient_checkpointing: str = typer.Option("auto", "--gradient-checkpointing",
-                                                   help="auto (off on CPU; on GPU off when the memory plan fits well without it), on or off."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help=default("train.batch_size", "Rows per device per step.")),
+        grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help=default("train.grad_accum")),
+        save_steps: Optional[int] = typer.Option(None, "--save-steps", help=default("train.save_steps", "Checkpoint every N steps.")),
+        max_steps: Optional[int] = typer.Option(None, "--max-steps", help=default("train.max_steps", "Stop after N steps (-1: the epochs).")),
+        packing: Optional[str] = typer.Option(None, "--packing", help=default("train.packing", "auto, on or off.")),
+        seed: Optional[int] = typer.Option(None, "--seed", help=default("train.seed")),
+        gradient_checkpointing: Optional[str] = typer.Option(None, "--gradient-checkpointing",
+                                                             help=default("train.gradient_checkpointing", "auto (off on CPU; on GPU off when the memory plan fits well without it), on or off.")),
         plan: bool = typer.Option(False, "--plan", help="Print the memory plan as JSON (from config.json; loads "
                                   "no weights) and exit; --data and --out are not needed."),
         plan_gpu_gib: Optional[float] = typer.Option(None, "--plan-gpu-gib", help="With --plan: plan for one GPU "
                                                      "with this much free memory (bf16), wherever this runs."),
         ignore_plan: bool = typer.Option(False, "--ignore-plan", help="Train even when the memory plan says it will "
                                          "not fit."),
-        memory_gib: Optional[float] = typer.Option(None, "--memory-gib", help="Memory one training process may use "
-                                                   "per device (default: what the device reports free)."),
+        memory_gib: Optional[float] = typer.Option(None, "--memory-gib", help=default("train.memory_gib", "Memory one training process may use "
+                                                   "per device (none: what the device reports free).")),
+        config: Optional[Path] = typer.Option(None, "--config", help=CWD_CONFIG_HELP),
     ) -> None:
         """Fine-tune BASE on DATA's assistant turns; writes a peft adapter vLLM loads as is."""
-        from pydantic import ValidationError
+        from typer.main import get_current_context
 
-        from training.finetune.train import TrainOptions, train
+        from training.finetune.train import train
 
-        checkpointing = {"auto": None, "on": True, "off": False}.get(gradient_checkpointing, "bad")
-        if checkpointing == "bad":
-            raise UsageError(f"--gradient-checkpointing must be auto, on or off, not {gradient_checkpointing!r}")
-        if not plan and (data is None or out_dir is None):
-            raise UsageError("give --data (a dataset from `nightowl export`) and --out (the adapter directory), "
-                             "or --plan")
-        try:
-            options = TrainOptions(base=base, data=data or Path("."), out=out_dir or Path("."), epochs=epochs, lr=lr,
-                                   rank=rank, max_length=max_length, full=full, batch_size=batch_size,
-                                   grad_accum=grad_accum, save_steps=save_steps, max_steps=max_steps,
-                                   packing=packing, seed=seed, gradient_checkpointing=checkpointing,
-                                   ignore_plan=ignore_plan, memory_gib=memory_gib)
-        except ValidationError as e:
-            raise UsageError(one_line(e)) from None
+        options = train_options(get_current_context().params)
         if plan:
-            typer.echo(print_plan(options, plan_gpu_gib))
+            plain(print_plan(options, plan_gpu_gib))
             return
         if plan_gpu_gib is not None:
             raise UsageError("--plan-gpu-gib goes with --plan")
         report = train(options, log=lambda line: console.print(line, highlight=False, soft_wrap=True))
         if report:
-            out.print(f"{report['mode']} fine-tune done: {report['steps']} steps, "
-                      f"{report['tokens_per_second'] or 0:.0f} tokens/s, final loss "
-                      f"{report['loss'][-1]['loss'] if report['loss'] else float('nan'):.4f} -> {out_dir}",
-                      highlight=False)
+            out.print(report.summary(out_dir), highlight=False)
 
     adapter = typer.Typer(no_args_is_help=True, help="Load or unload a LoRA adapter in a running vLLM server.")
     app.add_typer(adapter, name="adapter")
@@ -135,43 +109,63 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         out.print(f"unloaded {name!r}", highlight=False)
 
 
+EXPORT_KEYS = ("min_recall", "max_tokens", "tokenizer", "val_share", "max_changed_lines", "min_fit_share")
+"""`nightowl export`'s parameters that are settings: each is `export.<name>` in nightowl.toml, `--<name>` spelt with -."""
+TRAIN_KEYS = ("epochs", "lr", "rank", "max_length", "batch_size", "grad_accum", "save_steps", "max_steps", "packing",
+              "seed", "gradient_checkpointing", "memory_gib")
+"""`nightowl train`'s, likewise under [train]."""
+
+
+def export_options(flags: dict[str, Any]) -> Any:
+    """The ExportOptions a `nightowl export` command line stands for (its parsed flags; nothing runs)."""
+    from pydantic import ValidationError
+
+    from training.dataset.export import ExportOptions
+
+    s = command_settings(flags, {name: (f"export.{name}", "--" + name.replace("_", "-")) for name in EXPORT_KEYS},
+                         None).export
+    try:
+        return ExportOptions(sources=flags["sources"], out=flags["out_dir"], min_recall=s.min_recall,
+                             max_tokens=s.max_tokens, tokenizer=s.tokenizer,
+                             val_share=s.val_share, max_changed_lines=s.max_changed_lines,
+                             min_fit_share=s.min_fit_share, submitted_only=not flags["include_unsubmitted"],
+                             allow_holdout_leak=flags["allow_holdout_leak"])
+    except ValidationError as e:
+        raise UsageError(one_line(e)) from None
+
+
+def train_options(flags: dict[str, Any]) -> Any:
+    """The TrainOptions a `nightowl train` command line stands for (its parsed flags; nothing runs). With --plan,
+    --data and --out may be missing."""
+    from pydantic import ValidationError
+
+    from training.finetune.train import TrainOptions
+
+    if flags["gradient_checkpointing"] not in (None, "auto", "on", "off"):
+        raise UsageError(f"--gradient-checkpointing must be auto, on or off, not {flags['gradient_checkpointing']!r}")
+    s = command_settings(flags, {name: (f"train.{name}", "--" + name.replace("_", "-")) for name in TRAIN_KEYS},
+                         None).train
+    checkpointing = {"auto": None, "on": True, "off": False}[s.gradient_checkpointing]
+    data, out_dir = flags["data"], flags["out_dir"]
+    if not flags["plan"] and (data is None or out_dir is None):
+        raise UsageError("give --data (a dataset from `nightowl export`) and --out (the adapter directory), "
+                         "or --plan")
+    try:
+        return TrainOptions(base=flags["base"], data=data or Path("."), out=out_dir or Path("."),
+                            epochs=s.epochs, lr=s.lr, rank=s.rank, max_length=s.max_length,
+                            full=flags["full"], batch_size=s.batch_size, grad_accum=s.grad_accum,
+                            save_steps=s.save_steps, max_steps=s.max_steps, packing=s.packing,
+                            seed=s.seed, gradient_checkpointing=checkpointing,
+                            ignore_plan=flags["ignore_plan"], memory_gib=s.memory_gib)
+    except ValidationError as e:
+        raise UsageError(one_line(e)) from None
+
+
 def print_plan(options: Any, gpu_gib: float | None) -> str:
     """The plan as one JSON object, with the option changes that would fit when it does not."""
-    from training.finetune.memory_plan import PlanError, plan, suggestions
-    from training.finetune.train import pick_device, plan_settings
+    from orchestrator.pipelines.train_plan import PlanRequest, plan_training
 
-    device = "cuda" if gpu_gib is not None else pick_device()
-    settings = plan_settings(options, device)
-    devices = [{"device": "cuda:0", "name": "planned GPU", "free_gib": gpu_gib, "total_gib": gpu_gib}] \
-        if gpu_gib is not None else None
-    try:
-        estimate = plan(options.base, settings, devices)
-        if estimate.fits is False:
-            estimate.suggestions = suggestions(options.base, settings, estimate.devices)
-        if not options.full:
-            estimate.vllm_serves_lora = vllm_supports_lora(estimate.architecture)
-            if estimate.vllm_serves_lora is False:
-                estimate.notes.append(f"the installed vLLM serves no LoRA adapters for {estimate.architecture}: "
-                                      "train with --full")
-    except PlanError as e:
-        raise UsageError(str(e)) from None
-    return estimate.to_json()
-
-
-def vllm_supports_lora(arch: str) -> bool | None:
-    """Whether the installed vLLM serves LoRA for `arch` (None: vLLM is not installed or does not know it)."""
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is None:
-        return None
-    try:
-        from vllm.model_executor.models import ModelRegistry
-        from vllm.model_executor.models.interfaces import supports_lora
-
-        cls = ModelRegistry._try_load_model_cls(arch)
-    except Exception:  # an internal API: when it moves, vLLM checks the adapter at load time instead
-        return None
-    return None if cls is None else bool(supports_lora(cls))
+    return plan_training(PlanRequest(train=options, gpu_gib=gpu_gib)).text
 
 
 def one_line(error: Any) -> str:

@@ -9,25 +9,37 @@ import hashlib
 import json
 import re
 import time
+from copy import copy
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agent.trajectory import write_text_atomic
+from agent.loop import AgentConfig
+from agent.model import SamplingOptions
+from agent.trajectory import read_run_trajectory, write_text_atomic
 from orchestrator.errors import UsageError
+from orchestrator.layout import EVAL, eval_json
 from orchestrator.pipelines.eval_checks import tests_pass
 from orchestrator.shift.endpoints import probe
 from orchestrator.shift.engine import Shift, ShiftOptions
 from orchestrator.shift.store import Store
 from orchestrator.shift.tasks import StaticTaskSource, TaskSpec
-from training.evaluation.metrics import METRICS, TaskOutcome, compare, outcome_of, summarize
+from training.evaluation.metrics import (
+    METRICS,
+    Comparison,
+    ModelMetrics,
+    TaskOutcome,
+    compare,
+    outcome_of,
+    summarize,
+)
 
 
 class EvalModel(BaseModel):
     name: str
     base_url: str
-    api_key_env: str = "NIGHTOWL_API_KEY"
+    api_key_env: str = SamplingOptions.model_fields["api_key_env"].default
     price_per_mtok: float | None = Field(default=None, ge=0)
     gpu_hour_price: float | None = Field(default=None, ge=0)
 
@@ -39,15 +51,15 @@ class EvalOptions(BaseModel):
     models: list[EvalModel]
     out: Path
     metric: str = "recall"
-    workers: int = Field(default=2, gt=0)
-    max_steps: int = Field(default=30, gt=0)
-    max_tokens: int = Field(default=4096, gt=0)
-    temperature: float = 0.0
-    tool_choice: str = "auto"
+    workers: int = copy(ShiftOptions.model_fields["workers"])
+    max_steps: int = copy(AgentConfig.model_fields["max_steps"])
+    max_tokens: int = copy(SamplingOptions.model_fields["max_tokens"])
+    temperature: float = copy(SamplingOptions.model_fields["temperature"])
+    tool_choice: str = copy(SamplingOptions.model_fields["tool_choice"])
     sandbox: str = "auto"
     workdir: Path | None = None
-    task_timeout_s: float = Field(default=1800, gt=0)
-    command_timeout_s: float = Field(default=300, gt=0)
+    task_timeout_s: float = copy(AgentConfig.model_fields["max_wall_s"])
+    command_timeout_s: float = copy(AgentConfig.model_fields["command_timeout_s"])
     check_timeout_s: float = Field(default=600, gt=0)
     deadline: float | None = None
     bootstrap_samples: int = Field(default=10_000, gt=0)
@@ -69,7 +81,8 @@ def validate(options: EvalOptions) -> None:
     for m in options.models:
         problem = probe(m.base_url.rstrip("/"), m.name, m.api_key_env)
         if problem is not None:
-            raise UsageError(f"model {m.name!r} at {m.base_url}: {problem} (start the server, or fix --base-url/--model)")
+            raise UsageError(f"model {m.name!r} at {m.base_url}: {problem} "
+                             "(start the server, or fix --base-url/--model)")
 
 
 def run_model(options: EvalOptions, model: EvalModel) -> bool:
@@ -77,10 +90,12 @@ def run_model(options: EvalOptions, model: EvalModel) -> bool:
     directory = model_dir(options.out, model.name)
     shift = Shift(ShiftOptions(
         repo=options.repo, out=directory, model=model.name, base_urls=[model.base_url.rstrip("/")],
-        workers=options.workers, create_branches=False, max_attempts=1, max_steps=options.max_steps,
-        max_tokens=options.max_tokens, temperature=options.temperature, tool_choice=options.tool_choice,
-        api_key_env=model.api_key_env, sandbox=options.sandbox, task_timeout_s=options.task_timeout_s,
-        command_timeout_s=options.command_timeout_s, deadline=options.deadline, stop_on_internal_error=True,
+        workers=options.workers, create_branches=False, max_attempts=1, sandbox=options.sandbox,
+        agent=AgentConfig(max_steps=options.max_steps, max_wall_s=options.task_timeout_s,
+                          command_timeout_s=options.command_timeout_s),
+        sampling=SamplingOptions(max_tokens=options.max_tokens, temperature=options.temperature,
+                                 tool_choice=options.tool_choice, api_key_env=model.api_key_env),
+        deadline=options.deadline, stop_on_internal_error=True,
         workdir=options.workdir / model.name.replace("/", "_") if options.workdir else None),
         sources=[StaticTaskSource(options.tasks, name=str(options.tasks_file))])
     started = time.monotonic()
@@ -119,7 +134,7 @@ def outcomes(options: EvalOptions, model: EvalModel, failing: dict[str, bool]) -
     found = []
     for spec in options.tasks:
         row = results.get(spec.id)
-        traj = read_json(Path(row["run_dir"]) / "trajectory.json") if row else None
+        traj = read_run_trajectory(Path(row["run_dir"])) if row else None
         traj = traj or None
         if spec.tests is not None and failing.get(spec.id) and spec.id not in resolved:
             patch = traj.get("patch", "") if traj and traj.get("exit_status") == "submitted" else ""
@@ -130,8 +145,25 @@ def outcomes(options: EvalOptions, model: EvalModel, failing: dict[str, bool]) -
     return found
 
 
-def run_eval(options: EvalOptions) -> tuple[dict[str, Any], bool]:
-    """The eval object (also written to OUT/eval.json) and whether every model finished every task."""
+class EvalResult(BaseModel):
+    """OUT/eval.json: per-model metrics, B's verdict against A (the first model), and every task's outcome."""
+    tasks_file: str
+    repo: str
+    complete: bool
+    """Whether every model finished every task (False: stopped by the deadline or a signal; re-run to resume)."""
+    metric: str
+    models: list[ModelMetrics]
+    comparison: Comparison | None
+    comparisons: list[Comparison]
+    per_task: dict[str, list[TaskOutcome]]
+
+    def printed(self) -> dict[str, Any]:
+        """What `nightowl eval --json` prints (and the flywheel keeps): everything but the per-task outcomes."""
+        return self.model_dump(mode="json", exclude={"per_task"})
+
+
+def run_eval(options: EvalOptions) -> EvalResult:
+    """Runs (or resumes) every model's shift; the result is also written to OUT/eval.json."""
     validate(options)
     options.out.mkdir(parents=True, exist_ok=True)
     complete = all([run_model(options, m) for m in options.models])
@@ -143,10 +175,8 @@ def run_eval(options: EvalOptions) -> tuple[dict[str, Any], bool]:
     a = options.models[0].name
     comparisons = [compare(a, per_model[a], m.name, per_model[m.name], options.metric, options.bootstrap_samples,
                            options.seed) for m in options.models[1:]]
-    result = {"tasks_file": str(options.tasks_file), "repo": str(options.repo), "complete": complete,
-              "metric": options.metric, "models": [m.model_dump() for m in metrics],
-              "comparison": comparisons[0].model_dump() if comparisons else None,
-              "comparisons": [c.model_dump() for c in comparisons],
-              "per_task": {name: [o.model_dump() for o in found] for name, found in per_model.items()}}
-    write_text_atomic(options.out / "eval.json", json.dumps(result, indent=1) + "\n")
-    return result, complete
+    result = EvalResult(tasks_file=str(options.tasks_file), repo=str(options.repo), complete=complete,
+                        metric=options.metric, models=metrics, comparison=comparisons[0] if comparisons else None,
+                        comparisons=comparisons, per_task=per_model)
+    write_text_atomic(options.out / EVAL, eval_json(result.model_dump(mode="json")))
+    return result

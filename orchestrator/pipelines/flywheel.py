@@ -1,32 +1,39 @@
 """`nightowl flywheel`: rounds of generate -> export -> release -> train -> restore -> load -> eval -> promote only
 if better.
 
-Each step is one nightowl command run as a subprocess (each resumes itself when re-run with the same
-directory), or for release/restore an action on the student server (orchestrator/serving/student.py: vLLM sleeps, or
+Each step is one stage function (generate, export, train, eval: each resumes itself when re-run with the same
+directory) run in a child process by orchestrator/pipelines/stage_process.py, with the options the step's
+`nightowl` command line stands for (the same lines `--dry-run` prints), or for release/restore an action on the
+student server (orchestrator/serving/student.py: vLLM sleeps, or
 the server nightowl started stops, so that `train` has the accelerator), and leaves DIR/round-N/<step>.json with
 its time when it finished; a re-run after any kill skips finished steps and repeats the interrupted one, after
-bringing the server into the state that step needs. DIR/best.json names the model to beat (the base until a round is promoted) and
-DIR/best links to its adapter directory;
-DIR/rounds.jsonl has one line per finished round; DIR/round-N/report.md says what happened.
+bringing the server into the state that step needs. DIR/best.json names the model to beat (the base until a round
+is promoted) and DIR/best links to its adapter directory; DIR/rounds.jsonl has one line per finished round;
+DIR/round-N/report.md says what happened.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
+from copy import copy
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from agent.trajectory import write_text_atomic
-from orchestrator.errors import EXIT_STOPPED, NothingProduced, UsageError
-from orchestrator.pipelines.evaluate import read_json
+from orchestrator.errors import NightowlError, NothingProduced, UsageError
+from orchestrator.layout import BEST, ROUNDS, best_json, read_best_file, read_rounds, rounds_jsonl
+from orchestrator.pipelines.evaluate import EvalOptions, EvalResult, read_json, run_eval
+from orchestrator.pipelines.generate_run import GenerateResult, run_generate
+from orchestrator.pipelines.stage_process import StageFailed, exit_code_of, run_stage
 from orchestrator.serving.student import StudentServer, train_environment
+from training.dataset.export import ExportReport, export
+from training.finetune.train import TrainReport, train
 
 STEPS = ("generate", "export", "release", "train", "restore", "load", "eval", "decide")
 SERVER_STEPS = ("release", "restore")
@@ -51,12 +58,12 @@ class FlywheelOptions(BaseModel):
     commits: str | None = None
     """Snapshots generate samples from (default: the newest commit before a recorded benchmark cut-off)."""
     student_as_teacher: bool = False
-    metric: str = "recall"
-    workers: int = Field(default=2, gt=0)
-    max_steps: int = Field(default=30, gt=0)
-    max_tokens: int = Field(default=4096, gt=0)
-    sandbox: str = "auto"
-    tool_choice: str = "auto"
+    metric: str = copy(EvalOptions.model_fields["metric"])
+    workers: int = copy(EvalOptions.model_fields["workers"])
+    max_steps: int = copy(EvalOptions.model_fields["max_steps"])
+    max_tokens: int = copy(EvalOptions.model_fields["max_tokens"])
+    sandbox: str = copy(EvalOptions.model_fields["sandbox"])
+    tool_choice: str = copy(EvalOptions.model_fields["tool_choice"])
     train_args: list[str] = Field(default_factory=list)
     """Extra `nightowl train` options (e.g. --epochs 3 --lr 1e-3)."""
     generate_args: list[str] = Field(default_factory=list)
@@ -66,6 +73,13 @@ class FlywheelOptions(BaseModel):
     """GPU indices `train` runs on (CUDA_VISIBLE_DEVICES; several: one torchrun process each, DDP)."""
 
 
+OptionsOf = Callable[[list[Any]], BaseModel]
+"""Reads a step's `nightowl` command line (["train", "--base", ...]) into the options model its stage takes."""
+STAGE_FUNCTIONS: dict[str, tuple[Callable[..., Any], type[BaseModel]]] = {
+    "generate": (run_generate, GenerateResult), "export": (export, ExportReport), "train": (train, TrainReport),
+    "eval": (run_eval, EvalResult)}
+
+
 class Best(BaseModel):
     model: str
     """The served name: the base's, or a promoted round's adapter name."""
@@ -73,12 +87,8 @@ class Best(BaseModel):
     round: int = 0
 
 
-def nightowl(*args: object) -> list[str]:
-    return [sys.executable, "-m", "orchestrator.cli.main", *map(str, args)]
-
-
 def read_best(out: Path, base_name: str) -> Best:
-    data = read_json(out / "best.json")
+    data = read_best_file(out / BEST)
     return Best.model_validate(data) if data else Best(model=base_name)
 
 
@@ -96,11 +106,11 @@ def adapter_name(out: Path, n: int) -> str:
 
 
 class Flywheel:
-    def __init__(self, opt: FlywheelOptions, log: Callable[[str], None] = print,
+    def __init__(self, opt: FlywheelOptions, options_of: OptionsOf, log: Callable[[str], None] = print,
                  load: Callable[[str, str, Path], None] | None = None, show: Callable[[str], None] | None = None,
                  server: StudentServer | None = None):
         from orchestrator.serving.vllm_server import load_adapter
-        self.opt, self.log, self.show = opt, log, show or log
+        self.opt, self.options_of, self.log, self.show = opt, options_of, log, show or log
         self.load = load or (lambda url, name, path: load_adapter(url, name, path))
         self.out = opt.out
         self.server = server or StudentServer(opt.student_url)
@@ -168,27 +178,23 @@ class Flywheel:
         self.finish_round(n, rdir)
         return True
 
-    def command(self, rdir: Path, step: str, args: list[str], env: dict[str, str] | None = None,
-                launcher: list[str] | None = None, nothing_is_fine: bool = False) -> dict[str, Any] | None:
-        """Runs a nightowl command; its output goes to round-N/<step>.log. None when it stopped early (exit 3).
-        `nothing_is_fine`: a command that ran to its end and produced nothing (exit 1) is logged, not fatal."""
-        argv = [*launcher, "-m", "orchestrator.cli.main", *map(str, args)] if launcher else nightowl(*args)
-        with open(rdir / f"{step}.log", "ab") as log:
-            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=log, env={**os.environ, **(env or {})})
-        if proc.returncode == EXIT_STOPPED:
-            return None
-        if proc.returncode == NothingProduced.exit_code and nothing_is_fine:
-            self.log(f"{rdir.name}: {step} produced nothing new ({last_error_line(rdir / f'{step}.log')}); "
-                     "training goes on with the earlier rounds' data")
-            proc.returncode = 0
-        if proc.returncode != 0:
-            raise UsageError(f"{step} failed (exit {proc.returncode}): {last_error_line(rdir / f'{step}.log')}; "
-                             f"see {rdir / f'{step}.log'}, then re-run")
-        text = proc.stdout.decode(errors="replace").strip()
+    def stage(self, rdir: Path, step: str, args: list[Any], env: dict[str, str] | None = None,
+              launcher: list[str] | None = None, nothing_is_fine: bool = False) -> BaseModel | None:
+        """Runs the stage `args` stands for in a child process; its output goes to round-N/<step>.log.
+        `nothing_is_fine`: a stage that ran to its end and produced nothing is logged, not fatal (its result is
+        returned)."""
+        log = rdir / f"{step}.log"
+        function, result_type = STAGE_FUNCTIONS[str(args[0])]
         try:
-            return json.loads(text) if text.startswith("{") else {"output": text[-2000:]}
-        except ValueError:
-            return {"output": text[-2000:]}
+            return run_stage(function, self.options_of(args), result_type, log, env=env, launcher=launcher)
+        except NothingProduced as e:
+            if not nothing_is_fine or getattr(e, "result", None) is None:
+                raise failed(step, log, e) from None
+            self.log(f"{rdir.name}: {step} produced nothing new ({last_error_line(log)}); "
+                     "training goes on with the earlier rounds' data")
+            return e.result  # type: ignore[attr-defined, no-any-return]
+        except Exception as e:
+            raise failed(step, log, e) from None
 
     def until_args(self) -> list[str]:
         return ["--until", self.opt.until] if self.opt.until else []
@@ -201,7 +207,9 @@ class Flywheel:
         # flywheel with no data at all stops here.
         earlier = [self.out / f"round-{k}" / "generate" / "samples.jsonl" for k in range(1, n)]
         has_data = any(p.is_file() and p.stat().st_size for p in earlier)
-        return self.command(rdir, "generate", self.generate_args(n, rdir, best), nothing_is_fine=has_data)
+        result = self.stage(rdir, "generate", self.generate_args(n, rdir, best), nothing_is_fine=has_data)
+        assert result is None or isinstance(result, GenerateResult)
+        return result.printed() if result is not None and result.complete else None
 
     def generate_args(self, n: int, rdir: Path, best: Best) -> list[Any]:
         teacher_url, teacher = (self.opt.student_url, best.model) if self.opt.student_as_teacher and best.adapter \
@@ -219,7 +227,9 @@ class Flywheel:
     def step_export(self, n: int, rdir: Path, best: Best | None) -> dict[str, Any] | None:
         """Every round's data so far (deterministic, quick): a partial dataset from a killed export is redone."""
         shutil.rmtree(rdir / "dataset", ignore_errors=True)
-        return self.command(rdir, "export", self.export_args(n, rdir))
+        report = self.stage(rdir, "export", self.export_args(n, rdir))
+        assert isinstance(report, ExportReport)
+        return {**report.model_dump(mode="json"), "output": "\n".join(report.summary())}
 
     def export_args(self, n: int, rdir: Path, dry_run: bool = False) -> list[Any]:
         sources = [self.out / f"round-{k}" / "generate" for k in range(1, n + 1)]
@@ -243,7 +253,9 @@ class Flywheel:
     def step_train(self, n: int, rdir: Path, best: Best | None) -> dict[str, Any] | None:
         self.server.release()  # idempotent: after a resume the server may be back (or never went away)
         env, launcher = self.train_launch()
-        return self.command(rdir, "train", self.train_args(rdir), env=env, launcher=launcher)
+        report = self.stage(rdir, "train", self.train_args(rdir), env=env, launcher=launcher)
+        assert isinstance(report, TrainReport)
+        return {"output": report.summary(rdir / "adapter")}
 
     def step_restore(self, n: int, rdir: Path, best: Best | None) -> dict[str, Any]:
         started = self.serving(n)
@@ -262,7 +274,9 @@ class Flywheel:
         assert best is not None
         if not self.serving(n) and best.adapter:
             self.reload(best)
-        return self.command(rdir, "eval", self.eval_args(n, rdir, best))
+        result = self.stage(rdir, "eval", self.eval_args(n, rdir, best))
+        assert isinstance(result, EvalResult)
+        return result.printed() if result.complete else None
 
     def eval_args(self, n: int, rdir: Path, best: Best) -> list[Any]:
         name = adapter_name(self.out, n)
@@ -279,15 +293,16 @@ class Flywheel:
         rdir = self.out / f"round-{n}"
         best = read_best(self.out, self.opt.base_name)
         env, launcher = self.train_launch()
-        train = " ".join([*(f"{k}={v}" for k, v in env.items()),
-                          shlex.join([*(launcher or ["nightowl"]), *(["-m", "orchestrator.cli.main"] if launcher else []),
-                                      *map(str, self.train_args(rdir))])])
+        train_line = " ".join([*(f"{k}={v}" for k, v in env.items()),
+                               shlex.join([*(launcher or ["nightowl"]),
+                                           *(["-m", "orchestrator.cli.main"] if launcher else []),
+                                           *map(str, self.train_args(rdir))])])
         name = adapter_name(self.out, n)
         lines = [
             ("generate", "nightowl " + shlex.join(map(str, self.generate_args(n, rdir, best)[0:]))),
             ("export", "nightowl " + shlex.join(map(str, self.export_args(n, rdir, dry_run=True)))),
             ("release", self.server.release_text()),
-            ("train", train),
+            ("train", train_line),
             ("restore", self.server.restore_text()),
             ("load", f"POST {self.opt.student_url}/load_lora_adapter {{lora_name: {name}, lora_path: "
                      f"{rdir / 'adapter'}}}"),
@@ -304,8 +319,8 @@ class Flywheel:
         promoted = comparison["verdict"] == "better"
         if promoted:
             load = read_json(rdir / "load.json")
-            write_text_atomic(self.out / "best.json",
-                              Best(model=load["name"], adapter=load["adapter"], round=n).model_dump_json() + "\n")
+            promoted_best = Best(model=load["name"], adapter=load["adapter"], round=n)
+            write_text_atomic(self.out / BEST, best_json(promoted_best.model_dump()))
             point_best_link(self.out, Path(load["adapter"]))
         return {"against": best.model_dump(), "comparison": comparison, "promoted": promoted,
                 "best": read_best(self.out, self.opt.base_name).model_dump()}
@@ -321,10 +336,8 @@ class Flywheel:
                 "seconds": {s: steps[s].get("seconds") for s in STEPS if s not in SERVER_STEPS or steps[s]}}
         write_text_atomic(rdir / "report.md", report(n, line, models, steps))
         self.show(before_after(n, line, models))
-        rounds = [json.loads(x) for x in (self.out / "rounds.jsonl").read_text().splitlines()] \
-            if (self.out / "rounds.jsonl").is_file() else []
-        rounds = [r for r in rounds if r["round"] != n] + [line]
-        write_text_atomic(self.out / "rounds.jsonl", "".join(json.dumps(r) + "\n" for r in rounds))
+        rounds = [r for r in read_rounds(self.out / ROUNDS) if r["round"] != n] + [line]
+        write_text_atomic(self.out / ROUNDS, rounds_jsonl(rounds))
 
 
 def before_after(n: int, line: dict[str, Any], models: list[dict[str, Any]]) -> str:
@@ -353,8 +366,20 @@ def report(n: int, line: dict[str, Any], models: list[dict[str, Any]], steps: di
     return "\n".join(out) + "\n"
 
 
+def failed(step: str, log: Path, error: Exception) -> UsageError:
+    """The flywheel's one line for a failed step: the stage's exit status and its own reason."""
+    if isinstance(error, StageFailed):
+        reason = last_error_line(log)
+    elif isinstance(error, NightowlError):
+        reason = f"error: {error}"
+    else:
+        reason = f"internal error: {type(error).__name__}: {error}"
+    return UsageError(f"{step} failed (exit {exit_code_of(error)}): {reason[:500]}; see {log}, then re-run")
+
+
 def last_error_line(log: Path) -> str:
     """The step's own one-line reason (nightowl's `error:` / `internal error` line), else its last line."""
-    lines = [line.strip() for line in log.read_bytes().decode(errors="replace").splitlines() if line.strip()]
+    text = log.read_bytes().decode(errors="replace") if log.is_file() else ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     said = [line for line in lines if line.startswith(("error:", "internal error"))]
     return (said or lines or ["(no output)"])[-1][:500]

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from agent.trajectory import ExitStatus, Trajectory, write_text_atomic
 from orchestrator.errors import UsageError
+from orchestrator.layout import SAMPLE_LINE, SAMPLES, sample_line
 from orchestrator.pipelines.samples import (
     SampleRow,
     add_samples,
@@ -35,7 +36,7 @@ from training.synthesis.outputs import extract_output, parse_yes_no
 from training.synthesis.recall import line_recall
 from training.synthesis.svg_prompts import actions_of, pr_messages, self_check_messages, t1_task
 
-SAMPLES_FILE = "samples.jsonl"
+SAMPLES_FILE = SAMPLES
 INFRASTRUCTURE_EXITS = frozenset({"internal_error", "infrastructure_error", "sandbox_error", "server_unavailable",
                                   "setup_error", "model_error"})
 """A stage that ended so failed for reasons of the machine, a server or nightowl itself, not the model's work."""
@@ -75,6 +76,7 @@ class SamplesFile:
                     record = json.loads(line)
                 except ValueError:
                     continue
+                SAMPLE_LINE.version_of(record, self.path)
                 if isinstance(record, dict) and record.get("id") and record["id"] not in self.written:
                     self.written.add(record["id"])
                     kept.append(line)
@@ -87,7 +89,7 @@ class SamplesFile:
             if row.id in self.written:
                 return
             with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row.record(), ensure_ascii=False) + "\n")
+                f.write(sample_line(row.record()))
                 f.flush()
             self.written.add(row.id)
 

@@ -114,7 +114,8 @@ def stage_counts(store: Store) -> dict[str, Any] | None:
         if not by_stage:
             return None
         recalls = [r[0] for r in store.db.execute("SELECT recall FROM samples WHERE stage='done'").fetchall()]
-        dropped = [r[0] or "" for r in store.db.execute("SELECT reason FROM samples WHERE stage='dropped' ORDER BY seq")]
+        dropped = [r[0] or "" for r in
+                   store.db.execute("SELECT reason FROM samples WHERE stage='dropped' ORDER BY seq")]
         reasons = Counter(reason.split(":")[0] for reason in dropped)
         examples: dict[str, str] = {}
         for reason in dropped:
@@ -122,5 +123,6 @@ def stage_counts(store: Store) -> dict[str, Any] | None:
     return {"samples": sum(by_stage.values()), "stages": {s: by_stage.get(s, 0) for s in STAGES},
             "recall_histogram": recall_histogram(recalls),
             "recall_undefined": sum(1 for r in recalls if r is None),
-            "recall_mean": round(sum(r for r in recalls if r is not None) / max(1, sum(1 for r in recalls if r is not None)), 4),
+            "recall_mean": round(sum(r for r in recalls if r is not None)
+                                 / max(1, sum(1 for r in recalls if r is not None)), 4),
             "dropped": dict(reasons), "dropped_examples": examples}

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from orchestrator.errors import UsageError
+from orchestrator.layout import EVAL, ROUNDS, SAMPLES, SHIFT_DB, TRAINING_REPORT
 from orchestrator.report import eval_kind, flywheel_kind, generate_kind, shift_kind, training_kind
 from orchestrator.report.model import ReportOptions, Section
 from orchestrator.report.page import render_page
@@ -23,11 +24,11 @@ class Kind(NamedTuple):
 
 
 KINDS = [
-    Kind("shift", "shift.sqlite", shift_kind.detect, shift_kind.collect),
-    Kind("generate", "samples.jsonl", generate_kind.detect, generate_kind.collect),
-    Kind("training", "training_report.json", training_kind.detect, training_kind.collect),
-    Kind("eval", "eval.json", eval_kind.detect, eval_kind.collect),
-    Kind("flywheel", "rounds.jsonl", flywheel_kind.detect, flywheel_kind.collect),
+    Kind("shift", SHIFT_DB, shift_kind.detect, shift_kind.collect),
+    Kind("generate", SAMPLES, generate_kind.detect, generate_kind.collect),
+    Kind("training", TRAINING_REPORT, training_kind.detect, training_kind.collect),
+    Kind("eval", EVAL, eval_kind.detect, eval_kind.collect),
+    Kind("flywheel", ROUNDS, flywheel_kind.detect, flywheel_kind.collect),
 ]
 
 

@@ -2,29 +2,30 @@
 
 eval.json holds `models` (per-model metrics), `comparison` (B against A: diff, CI, verdict), and, when present,
 `comparisons` (every model against the first) and `per_task` ({model: [task outcomes]}). Missing or unknown
-fields are shown as "-" or skipped, so an older or newer eval.json still renders.
+fields are shown as "-" or skipped, so an older eval.json still renders (a newer format is refused).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from agent.file_format import NewerFormatError
+from orchestrator.layout import EVAL, EVAL_FILE, EVAL_MODELS
 from orchestrator.report import shift_kind
 from orchestrator.report.files import read_json
 from orchestrator.report.generate_kind import number
 from orchestrator.report.model import Column, ReportOptions, Section, Table
 from orchestrator.report.svg import bar_chart, histogram
+from training.evaluation.metrics import METRICS, SHOWN
 
-EVAL = "eval.json"
-METRIC_FIELDS = {"recall": "mean_recall", "submit": "submit_rate", "resolve": "resolve_rate",
-                 "validity": "tool_call_validity"}
+METRIC_FIELDS = {m.name: m.field for m in METRICS.values()}
 """The per-model field behind each comparison metric (`--metric`)."""
-TABLE_FIELDS = [("tasks", "tasks", 0), ("tool-call validity", "tool_call_validity", 3), ("submit rate", "submit_rate", 3),
-                ("mean recall", "mean_recall", 3), ("resolve rate", "resolve_rate", 3), ("mean steps", "mean_steps", 1),
+TABLE_FIELDS = [("tasks", "tasks", 0), *((m.label, m.field, 3) for m in SHOWN), ("mean steps", "mean_steps", 1),
                 ("mean tokens", "mean_tokens", 0), ("mean wall s", "mean_wall_s", 1), ("cost/task", "cost_per_task", 4)]
-PLOTTED = ["tool_call_validity", "submit_rate", "mean_recall", "resolve_rate", "mean_tokens", "cost_per_task"]
+PLOTTED = [*(m.field for m in SHOWN), "mean_tokens", "cost_per_task"]
 COLUMNS = [Column(key="task", label="task"), Column(key="model", label="model", type="status"),
-           Column(key="result", label="result", type="status"), Column(key="submitted", label="submitted", type="status"),
+           Column(key="result", label="result", type="status"),
+           Column(key="submitted", label="submitted", type="status"),
            Column(key="steps", label="steps", type="number"), Column(key="tokens", label="tokens", type="number"),
            Column(key="time_s", label="time s", type="number"), Column(key="recall", label="recall", type="number"),
            Column(key="resolved", label="resolved", type="status")]
@@ -76,14 +77,14 @@ def metric_plots(models: list[dict[str, Any]]) -> list[str]:
     for m in models:
         bins = m.get("recall_distribution")
         if isinstance(bins, dict) and bins:
-            plots.append(histogram(f"recall of {m.get('model', '?')}", [(str(k), int(number(v) or 0))
-                                                                         for k, v in bins.items()], "line recall", "tasks"))
+            counts = [(str(k), int(number(v) or 0)) for k, v in bins.items()]
+            plots.append(histogram(f"recall of {m.get('model', '?')}", counts, "line recall", "tasks"))
     return plots
 
 
 def model_shifts(directory: Path, options: ReportOptions) -> dict[str, Section]:
     """Each per-model shift under DIR/models, by the model its shift ran (read from its own summary)."""
-    models = directory / "models"
+    models = directory / EVAL_MODELS
     shifts = {}
     for sub in sorted(models.iterdir()) if models.is_dir() else []:
         if shift_kind.detect(sub):
@@ -128,7 +129,9 @@ def task_rows(per_task: dict[str, Any], shifts: dict[str, Section]) -> tuple[lis
 def collect(directory: Path, options: ReportOptions) -> Section:
     title = f"Eval {directory.name}"
     try:
-        data = read_json(directory / EVAL)
+        data = read_json(directory / EVAL, EVAL_FILE)
+    except NewerFormatError:
+        raise
     except ValueError as e:
         return Section(kind="eval", title=title, notes=[f"{EVAL} is not valid JSON: {e}"])
     if not isinstance(data, dict):

@@ -1,9 +1,15 @@
-"""Reading what runs left behind without trusting it: bytes may not be UTF-8, JSON may be torn or missing."""
+"""Reading what runs left behind without trusting it: bytes may not be UTF-8, JSON may be torn or missing.
+
+One thing is not tolerated: a file (or line) written by a newer nightowl is refused (agent/file_format.py), since
+guessing at a format this nightowl does not know would show wrong numbers.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+from agent.file_format import FileFormat
 
 
 def read_text(path: Path) -> str:
@@ -11,11 +17,14 @@ def read_text(path: Path) -> str:
     return path.read_bytes().decode("utf-8", errors="replace")
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(read_text(path))
+def read_json(path: Path, file_format: FileFormat | None = None) -> Any:
+    data = json.loads(read_text(path))
+    if file_format is not None:
+        file_format.version_of(data, path)
+    return data
 
 
-def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
+def read_jsonl(path: Path, file_format: FileFormat | None = None) -> tuple[list[dict[str, Any]], int]:
     """The objects of a JSONL file and how many lines could not be read as one."""
     rows, bad = [], 0
     for line in read_text(path).splitlines():
@@ -27,6 +36,8 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
             bad += 1
             continue
         if isinstance(value, dict):
+            if file_format is not None:
+                file_format.version_of(value, path)
             rows.append(value)
         else:
             bad += 1

@@ -9,14 +9,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from orchestrator.report.eval_kind import EVAL, METRIC_FIELDS, fmt
+from agent.file_format import FileFormat, NewerFormatError
+from orchestrator.layout import (
+    BEST,
+    BEST_FILE,
+    EVAL,
+    EVAL_FILE,
+    ROUND_LINE,
+    ROUND_REPORT,
+    ROUNDS,
+    TRAINING_REPORT,
+    TRAINING_REPORT_FILE,
+)
+from orchestrator.report.eval_kind import METRIC_FIELDS, fmt
 from orchestrator.report.files import read_json, read_jsonl, read_text
 from orchestrator.report.generate_kind import number
 from orchestrator.report.model import Column, ReportOptions, Section
 from orchestrator.report.svg import line_chart
-from orchestrator.report.training_kind import REPORT, curve
+from orchestrator.report.training_kind import curve
 
-ROUNDS = "rounds.jsonl"
 COLUMNS = [Column(key="round", label="round", type="number"), Column(key="candidate", label="candidate"),
            Column(key="against", label="against"), Column(key="metric", label="metric", type="status"),
            Column(key="candidate_value", label="candidate", type="number"),
@@ -30,21 +41,23 @@ def detect(directory: Path) -> bool:
     return (directory / ROUNDS).is_file()
 
 
-def read_object(path: Path) -> dict[str, Any]:
-    """The JSON object in the file, or {} when it is missing, torn or not an object."""
+def read_object(path: Path, file_format: FileFormat) -> dict[str, Any]:
+    """The JSON object in the file, or {} when it is missing, torn or not an object; a newer format is refused."""
     try:
-        data = read_json(path)
+        data = read_json(path, file_format)
+    except NewerFormatError:
+        raise
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
 def round_eval(round_dir: Path) -> dict[str, Any]:
-    return read_object(round_dir / "eval" / EVAL) or read_object(round_dir / EVAL)
+    return read_object(round_dir / "eval" / EVAL, EVAL_FILE) or read_object(round_dir / EVAL, EVAL_FILE)
 
 
 def training_report(round_dir: Path) -> Path | None:
-    for pattern in (f"adapter/{REPORT}", REPORT, f"*/{REPORT}", f"*/*/{REPORT}"):
+    for pattern in (f"adapter/{TRAINING_REPORT}", TRAINING_REPORT, f"*/{TRAINING_REPORT}", f"*/*/{TRAINING_REPORT}"):
         found = sorted(round_dir.glob(pattern))
         if found:
             return found[0]
@@ -65,7 +78,8 @@ def bounds(ci: Any) -> tuple[float | None, float | None]:
 def round_row(line: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
     low, high = bounds(line.get("ci"))
     seconds = line.get("seconds")
-    total = sum(v for v in (number(s) for s in seconds.values()) if v is not None) if isinstance(seconds, dict) else None
+    total = (sum(v for v in (number(s) for s in seconds.values()) if v is not None) if isinstance(seconds, dict)
+             else None)
     return {"round": number(line.get("round")), "candidate": str(line.get("candidate", "")),
             "against": str(line.get("against", "")), "metric": str(line.get("metric", "")),
             "candidate_value": metric_of(evaluation, line.get("candidate"), line.get("metric")),
@@ -78,19 +92,19 @@ def round_row(line: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any
 
 
 def collect(directory: Path, options: ReportOptions) -> Section:
-    lines, bad = read_jsonl(directory / ROUNDS)
+    lines, bad = read_jsonl(directory / ROUNDS, ROUND_LINE)
     lines.sort(key=lambda x: number(x.get("round")) or 0)
     rows, losses, texts, notes = [], {}, [], [f"{bad} unreadable line(s) in {ROUNDS}"] if bad else []
     for line in lines:
         round_dir = directory / f"round-{line.get('round')}"
         rows.append(round_row(line, round_eval(round_dir)))
         if (path := training_report(round_dir)) is not None:
-            loss = curve(read_object(path).get("loss") or []).get("loss")
+            loss = curve(read_object(path, TRAINING_REPORT_FILE).get("loss") or []).get("loss")
             if loss:
                 losses[f"round {line.get('round')}"] = loss
-        if (round_dir / "report.md").is_file():
-            texts.append((f"round {line.get('round')}: report.md", read_text(round_dir / "report.md")))
-    best = read_object(directory / "best.json")
+        if (round_dir / ROUND_REPORT).is_file():
+            texts.append((f"round {line.get('round')}: {ROUND_REPORT}", read_text(round_dir / ROUND_REPORT)))
+    best = read_object(directory / BEST, BEST_FILE)
     current = str(best.get("model") or (rows[-1]["best"] if rows else "?"))
     summary = [("rounds", str(len(rows))), ("promoted", str(sum(r["promoted"] == "yes" for r in rows))),
                ("current best", current + (f" (round {best['round']}, adapter {best.get('adapter')})"
@@ -98,7 +112,8 @@ def collect(directory: Path, options: ReportOptions) -> Section:
     by_round = [r for r in rows if r["round"] is not None]
     metric = ", ".join(sorted({r["metric"] for r in rows})) or "metric"
     plots = [line_chart(f"eval {metric} per round: candidate vs the best before it",
-                        {"candidate": [(r["round"], r["candidate_value"]) for r in by_round if r["candidate_value"] is not None],
+                        {"candidate": [(r["round"], r["candidate_value"]) for r in by_round
+                                       if r["candidate_value"] is not None],
                          "best before": [(r["round"], r["against_value"]) for r in by_round
                                          if r["against_value"] is not None]}, "round", metric),
              line_chart("difference per round (candidate - best) with its 95% CI",

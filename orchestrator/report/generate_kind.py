@@ -10,12 +10,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from orchestrator.layout import SAMPLE_LINE, SAMPLES
 from orchestrator.report.files import read_jsonl, resolve
 from orchestrator.report.model import Column, ReportOptions, Section
 from orchestrator.report.plots import recall_histogram, status_breakdown
 from orchestrator.report.trajview import Trajectories, duration, usage_lines
 
-SAMPLES = "samples.jsonl"
 COLUMNS = [Column(key="id", label="sample"), Column(key="category", label="category", type="status"),
            Column(key="language", label="language", type="status"), Column(key="file", label="file"),
            Column(key="function", label="function"), Column(key="recall", label="recall", type="number"),
@@ -34,11 +34,12 @@ def number(value: Any) -> float | None:
 
 
 def collect(directory: Path, options: ReportOptions) -> Section:
-    samples, bad = read_jsonl(directory / SAMPLES)
+    samples, bad = read_jsonl(directory / SAMPLES, SAMPLE_LINE)
     trajectories = Trajectories("g")
     rows = []
     for i, s in enumerate(samples):
-        t1_view, t1 = trajectories.add("T1 (change)", resolve(directory, s.get("t1_run_dir")), str(s.get("t1_patch") or ""))
+        t1_view, t1 = trajectories.add("T1 (change)", resolve(directory, s.get("t1_run_dir")),
+                                       str(s.get("t1_patch") or ""))
         t2_view, t2 = trajectories.add("T2 (from the PR text)", resolve(directory, s.get("t2_run_dir")),
                                        str(s.get("t2_patch") or ""))
         runs = [t for t in (t1, t2) if t]

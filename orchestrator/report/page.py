@@ -46,7 +46,8 @@ def section_html(index: int, section: Section) -> str:
     if section.columns:
         parts.append(f'<div class="tools" id="tools-{index}"></div>'
                      f'<div class="table-wrap"><table id="table-{index}" class="rows"></table></div>'
-                     f'<div class="traj" id="traj-{index}"><p class="hint">Click a row to open its trajectory.</p></div>')
+                     f'<div class="traj" id="traj-{index}">'
+                     '<p class="hint">Click a row to open its trajectory.</p></div>')
     for name, text in section.texts:
         parts.append(f"<details class=\"text\"><summary>{esc(name)}</summary><pre>{esc(text)}</pre></details>")
     parts.append("</section>")

@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from orchestrator.layout import EVENT_LINE, EVENTS, RUNS, SUMMARY
 from orchestrator.report.files import read_jsonl, read_text
 from orchestrator.report.model import Column, ReportOptions, Section
 from orchestrator.report.plots import finished_over_time, status_breakdown, tokens_per_second
@@ -26,7 +27,7 @@ def detect(directory: Path) -> bool:
 def run_dir_of(directory: Path, attempt: AttemptRow) -> Path:
     """The attempt's run directory; the recorded path, or the same name under DIR/runs when DIR was moved."""
     recorded = Path(attempt.run_dir)
-    return recorded if recorded.is_dir() else directory / "runs" / attempt.run_id
+    return recorded if recorded.is_dir() else directory / RUNS / attempt.run_id
 
 
 def clock(ts: float | None) -> str:
@@ -40,7 +41,7 @@ def collect(directory: Path, options: ReportOptions) -> Section:
         repo = store.shift_setting("repo")
     finally:
         store.close()
-    events, bad_events = read_jsonl(directory / "events.jsonl") if (directory / "events.jsonl").is_file() else ([], 0)
+    events, bad_events = read_jsonl(directory / EVENTS, EVENT_LINE) if (directory / EVENTS).is_file() else ([], 0)
     starts = [e for e in events if e.get("event") == "shift_start"]
     ends = [e for e in events if e.get("event") == "shift_end"]
     by_task: dict[str, list[AttemptRow]] = {}
@@ -60,7 +61,8 @@ def collect(directory: Path, options: ReportOptions) -> Section:
             "result": result["exit_status"] if result else (final.exit_status or final.state) if final else "",
             "attempts": len(tries), "steps": final.steps if final else 0, "tokens": final.tokens if final else 0,
             "time_s": round(final.finished_at - final.started_at, 2) if final and final.finished_at else None,
-            "branch": (result or {}).get("branch") or "", "what": task.task.strip().splitlines()[0][:160] if task.task.strip() else "",
+            "branch": (result or {}).get("branch") or "",
+            "what": task.task.strip().splitlines()[0][:160] if task.task.strip() else "",
             "_views": views, "_error": task.error or ""})
     started = (starts[0]["ts"] if starts else None) or min((a.started_at for a in attempts), default=None)
     finished = max((a.finished_at or a.heartbeat_at for a in attempts), default=None)
@@ -77,12 +79,12 @@ def collect(directory: Path, options: ReportOptions) -> Section:
                *usage_lines(trajectories.stats, options.usd_per_mtok)]
     if ended and ended.get("stopped"):
         summary.append(("stopped early", str(ended["stopped"])))
-    notes = [f"{bad_events} unreadable line(s) in events.jsonl"] if bad_events else []
+    notes = [f"{bad_events} unreadable line(s) in {EVENTS}"] if bad_events else []
     statuses = Counter(r["result"] or r["state"] for r in rows)
     step_tokens = [p for s in trajectories.stats for p in s.step_tokens]
     plots = [finished_over_time([r["recorded_at"] for r in results], started or 0.0),
              tokens_per_second(step_tokens, started or min((p[0] for p in step_tokens), default=0.0)),
              status_breakdown("tasks by result", statuses)]
-    texts = [("summary.md", read_text(directory / "summary.md"))] if (directory / "summary.md").is_file() else []
+    texts = [(SUMMARY, read_text(directory / SUMMARY))] if (directory / SUMMARY).is_file() else []
     return Section(kind="shift", title=f"Shift {directory.name}", summary=summary, plots=plots, columns=COLUMNS,
                    rows=rows, trajectories=trajectories.views, texts=texts, notes=notes)

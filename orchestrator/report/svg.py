@@ -37,7 +37,8 @@ def fmt(value: float) -> str:
 
 
 def frame(title: str, body: list[str], x_label: str = "", y_label: str = "", height: int = H) -> str:
-    parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {height}" width="{W}" height="{height}" '
+    parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {height}" '
+             f'width="{W}" height="{height}" '
              f'role="img" aria-label="{esc(title)}">',
              f'<text x="{W / 2}" y="16" class="title" text-anchor="middle">{esc(title)}</text>', *body]
     if x_label:
@@ -135,7 +136,8 @@ def histogram(title: str, bins: list[tuple[str, int]], x_label: str, y_label: st
     body = axes([], y_ticks, lambda x: x, sy)
     for i, (label, count) in enumerate(bins):
         x = LEFT + i * width
-        body.append(f'<rect x="{x + 1:.1f}" y="{sy(count):.1f}" width="{width - 2:.1f}" height="{sy(0) - sy(count):.1f}" '
+        body.append(f'<rect x="{x + 1:.1f}" y="{sy(count):.1f}" width="{width - 2:.1f}" '
+                    f'height="{sy(0) - sy(count):.1f}" '
                     f'fill="{PALETTE[0]}"><title>{esc(label)}: {count}</title></rect>')
         body.append(f'<text x="{x + width / 2:.1f}" y="{H - BOTTOM + 15}" text-anchor="middle" class="tick">'
                     f'{esc(label)}</text>')

@@ -9,11 +9,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from agent.file_format import FIELD, NewerFormatError
+from orchestrator.layout import TRAINING_REPORT as REPORT
+from orchestrator.layout import TRAINING_REPORT_FILE
 from orchestrator.report.files import read_json
 from orchestrator.report.model import ReportOptions, Section
 from orchestrator.report.svg import line_chart
-
-REPORT = "training_report.json"
 
 
 def detect(directory: Path) -> bool:
@@ -34,7 +35,9 @@ def curve(values: list[Any]) -> dict[str, list[tuple[float, float]]]:
 
 def collect(directory: Path, options: ReportOptions) -> Section:
     try:
-        data = read_json(directory / REPORT)
+        data = read_json(directory / REPORT, TRAINING_REPORT_FILE)
+    except NewerFormatError:
+        raise
     except ValueError as e:
         return Section(kind="training", title=f"Training {directory.name}", notes=[f"{REPORT} is not valid JSON: {e}"])
     if not isinstance(data, dict):
@@ -42,6 +45,8 @@ def collect(directory: Path, options: ReportOptions) -> Section:
     curves: dict[str, list[tuple[float, float]]] = {}
     summary = []
     for key, value in data.items():
+        if key == FIELD:
+            continue
         if isinstance(value, list) and (found := curve(value)):
             curves.update(found)
         elif isinstance(value, (str, int, float, bool)) or value is None:

@@ -1,6 +1,7 @@
 """A trajectory file reduced to what the report shows: the conversation, per-step timings and the patch.
 
-Read as plain JSON (not the pydantic model) so that older, newer or half-written trajectories still show.
+Read as plain JSON (not the pydantic model) so that older or half-written trajectories still show; a newer format
+is refused.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from orchestrator.report.files import read_json
+from agent.file_format import NewerFormatError
+from agent.trajectory import TRAJECTORY_NAME, read_trajectory_data
 from orchestrator.shift.dashboard import fmt_duration
 
 
@@ -96,7 +98,8 @@ def view_messages(messages: list[Any], steps: list[dict[str, Any]]) -> list[dict
 
 def view_step(step: dict[str, Any]) -> dict[str, Any]:
     usage = step.get("usage") or {}
-    return {"index": step.get("index"), "model_s": step.get("model_duration_s"), "tools_s": step.get("tools_duration_s"),
+    return {"index": step.get("index"), "model_s": step.get("model_duration_s"),
+            "tools_s": step.get("tools_duration_s"),
             "tokens": usage.get("total_tokens"), "parse_source": step.get("parse_source"),
             "parse_errors": [str(e) for e in step.get("parse_errors") or []],
             "exit_codes": [e.get("exit_code") for e in step.get("executions") or []]}
@@ -104,9 +107,7 @@ def view_step(step: dict[str, Any]) -> dict[str, Any]:
 
 def load_view(path: Path) -> tuple[dict[str, Any], TrajectoryStats]:
     """The data the page renders on click, and the numbers the table and plots use. Raises OSError/ValueError."""
-    data = read_json(path)
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} does not hold a trajectory object")
+    data = read_trajectory_data(path, undecodable="replace")
     steps = [s for s in data.get("steps") or [] if isinstance(s, dict)]
     usage = data.get("usage") or {}
     started, finished = unix(data.get("started_at")), unix(data.get("finished_at"))
@@ -123,7 +124,8 @@ def load_view(path: Path) -> tuple[dict[str, Any], TrajectoryStats]:
         total_tokens=int(usage.get("total_tokens") or 0),
         duration_s=finished - started if started and finished else None,
         model_s=sum(float(s.get("model_duration_s") or 0) for s in steps), step_tokens=step_tokens)
-    view = {"run_id": str(data.get("run_id", "")), "task": str(data.get("task", "")), "model": str(data.get("model", "")),
+    view = {"run_id": str(data.get("run_id", "")), "task": str(data.get("task", "")),
+            "model": str(data.get("model", "")),
             "exit_status": stats.exit_status, "exit_message": str(data.get("exit_message", "")),
             "base_commit": str(data.get("base_commit", "")), "sandbox": data.get("sandbox") or {},
             "usage": usage, "messages": view_messages(data.get("messages") or [], steps),
@@ -139,15 +141,18 @@ class Trajectories:
         self.views: dict[str, dict[str, Any]] = {}
         self.stats: list[TrajectoryStats] = []
 
-    def add(self, label: str, run_dir: Path | None, patch: str | None = None) -> tuple[dict[str, Any], TrajectoryStats | None]:
+    def add(self, label: str, run_dir: Path | None, patch: str | None = None
+            ) -> tuple[dict[str, Any], TrajectoryStats | None]:
         """A row's View (as a dict) for the run directory, and its numbers when the trajectory was readable."""
         if run_dir is None:
             return {"label": label, "missing": "no run directory recorded", "patch": patch}, None
-        path = run_dir / "trajectory.json" if run_dir.suffix != ".json" else run_dir
+        path = run_dir / TRAJECTORY_NAME if run_dir.suffix != ".json" else run_dir
         try:
             view, stats = load_view(path)
         except FileNotFoundError:
             return {"label": label, "missing": f"no trajectory at {path}", "patch": patch}, None
+        except NewerFormatError:
+            raise
         except (OSError, ValueError) as e:
             return {"label": label, "missing": f"unreadable trajectory {path}: {e}", "patch": patch}, None
         ref = f"{self.prefix}{len(self.views)}"

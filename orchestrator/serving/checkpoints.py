@@ -262,7 +262,8 @@ def kv_cache_bytes_per_token(config: dict[str, Any]) -> int | None:
             per_layer = int(c["kv_lora_rank"]) + int(c.get("qk_rope_head_dim") or 0)
         else:
             heads = int(c["num_attention_heads"])
-            per_layer = 2 * int(c.get("num_key_value_heads") or heads) * int(c.get("head_dim") or c["hidden_size"] // heads)
+            head_dim = int(c.get("head_dim") or c["hidden_size"] // heads)
+            per_layer = 2 * int(c.get("num_key_value_heads") or heads) * head_dim
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
     dtype = c.get("dtype") or c.get("torch_dtype") or config.get("dtype") or config.get("torch_dtype")

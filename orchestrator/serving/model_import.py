@@ -271,9 +271,9 @@ def import_model(opt: ImportOptions, log: Callable[[str], None] = print) -> dict
 
 def register(app: Any, user_errors: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
     import typer
-    from rich.console import Console
 
-    console, out = Console(stderr=True), Console()
+    from orchestrator.console import console, out
+
     model = typer.Typer(no_args_is_help=True, help="Bring models into the form nightowl serves and trains.")
     app.add_typer(model, name="model")
 
@@ -281,8 +281,10 @@ def register(app: Any, user_errors: Callable[[Callable[..., Any]], Callable[...,
     @user_errors
     def import_command(
         source: Path = typer.Argument(..., help="A .gguf file, or a directory holding one."),
-        out_dir: Path = typer.Option(..., "--out", help="New checkpoint directory (safetensors, config, tokenizer, chat template)."),
-        dtype: str = typer.Option("bfloat16", "--dtype", help="bfloat16 or float32: the dtype the weights are dequantized to."),
+        out_dir: Path = typer.Option(..., "--out", help="New checkpoint directory (safetensors, config, tokenizer, "
+                                                        "chat template)."),
+        dtype: str = typer.Option("bfloat16", "--dtype",
+                                  help="bfloat16 or float32: the dtype the weights are dequantized to."),
     ) -> None:
         """Turn a GGUF file into a Hugging Face checkpoint directory that `nightowl serve` and `train` take."""
         import importlib.util
@@ -291,7 +293,8 @@ def register(app: Any, user_errors: Callable[[Callable[..., Any]], Callable[...,
 
         if dtype not in DTYPES:
             raise UsageError(f"--dtype must be bfloat16 or float32, not {dtype!r}")
-        missing = list(dict.fromkeys(missing_from_extra("train") + ([] if importlib.util.find_spec("gguf") else ["gguf"])))
+        gguf = [] if importlib.util.find_spec("gguf") else ["gguf"]
+        missing = list(dict.fromkeys(missing_from_extra("train") + gguf))
         if missing:
             raise UsageError(f"nightowl model import needs {', '.join(missing)}: install the train extra, "
                              "pip install -e '.[train]' (on a CPU-only machine install torch==2.13.0+cpu first, "

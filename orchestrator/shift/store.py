@@ -19,9 +19,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from orchestrator.errors import UsageError
+from orchestrator.layout import SHIFT_DB
 from orchestrator.shift.tasks import TaskSpec
 
-DB_NAME = "shift.sqlite"
+DB_NAME = SHIFT_DB
 
 MIGRATIONS: list[str] = [
     # 1: the initial schema
@@ -202,7 +203,8 @@ class Store:
 
     def claim_next(self, endpoint: str, out_runs: Path, skip: set[str] = frozenset(),
                    roles: tuple[str, ...] = ("default",)) -> tuple[TaskRow, AttemptRow] | None:
-        """Atomically moves the first queued task (of `roles`, highest priority first) to running and opens an attempt."""
+        """Atomically moves the first queued task (of `roles`, highest priority first) to running and opens an
+        attempt."""
         marks = ",".join("?" * len(roles))
         with self.tx() as db:
             for row in db.execute(f"SELECT * FROM tasks WHERE state='queued' AND role IN ({marks}) "
@@ -271,8 +273,8 @@ class Store:
         with self.tx() as db:
             attempt = self._attempt(db, attempt_id)
             task = db.execute("SELECT * FROM tasks WHERE id=?", (attempt.task_id,)).fetchone()
-            db.execute("UPDATE attempts SET state='finished', exit_status=?, reason=?, steps=?, tokens=?, finished_at=? "
-                       "WHERE id=?", (exit_status, reason, steps, tokens, now, attempt_id))
+            db.execute("UPDATE attempts SET state='finished', exit_status=?, reason=?, steps=?, tokens=?, "
+                       "finished_at=? WHERE id=?", (exit_status, reason, steps, tokens, now, attempt_id))
             if task["state"] in ("done", "failed"):
                 return task["state"]
             if not counts and repeats_last_failure(db, attempt, exit_status, reason):

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 from agent.trajectory import write_text_atomic
+from orchestrator.layout import SUMMARY
 from orchestrator.shift.store import Store
 
 
@@ -27,8 +28,9 @@ def write_summary(store: Store, out: Path, stopped: str | None) -> Path:
         why = (r["message"] if r and r["exit_status"] != "submitted" else task.error or "") or ""
         why = why.replace("|", "/").replace("\n", " ")[:120]
         run = Path(r["run_dir"]).relative_to(out) if r else ""
-        lines.append(f"| {task.id} | {task.state} | {r['exit_status'] if r else ''} | {task.attempts + task.infra_retries} "
+        lines.append(f"| {task.id} | {task.state} | {r['exit_status'] if r else ''} "
+                     f"| {task.attempts + task.infra_retries} "
                      f"| {r['branch'] or '' if r else ''} | {run} | {why} |")
-    path = out / "summary.md"
+    path = out / SUMMARY
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import git
 
 BUGGY = '''def add(a, b):
     """Return the sum of a and b."""
@@ -16,10 +17,6 @@ TEST = '''from calc import add
 def test_add():
     assert add(2, 3) == 5
 '''
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
 
 
 def snapshot(repo: Path) -> dict[str, str]:

@@ -2,20 +2,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from agent.scripted_server import ScriptedServer
-from tests.agent.conftest import git, snapshot
+from tests.agent.conftest import snapshot
 from tests.agent.scripts import by_turn, fix_the_bug
-
-
-def nightowl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
+from tests.helpers import git, nightowl
 
 
 def test_run_json_then_show(user_repo, tmp_path):

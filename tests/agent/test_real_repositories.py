@@ -1,4 +1,4 @@
-"""Issue 12: what real models do to real repositories — failed edits, legacy encodings, big files, FIFOs,
+"""What real models do to real repositories — failed edits, legacy encodings, big files, FIFOs,
 new tools, internal errors. Real runs through the scripted server, real git, real sandboxes."""
 from __future__ import annotations
 
@@ -21,17 +21,19 @@ from agent.tools.specs import EditorArgs
 from agent.trajectory import ExitStatus, load_trajectory
 from sandbox.local import LocalSandbox
 from sandbox.workspace import create_workspace
-from tests.agent.conftest import git
 from tests.agent.scripts import by_turn, native
 from tests.agent.test_run_end_to_end import request_for
+from tests.helpers import git
 
 LATIN1_FIRST_LINE = "# Auteur: Ren\xe9 M\xfcller \xa9 2003\n".encode("latin-1")
 LATIN1_SOURCE = LATIN1_FIRST_LINE + b"def add(a, b):\n\treturn a - b  # caf\xe9\n"
 
 
 def test_three_failed_edits_are_observations_and_the_fourth_edit_lands(user_repo, tmp_path):
-    miss = lambda root: native("str_replace_editor", command="str_replace", path=f"{root}/calc.py",
-                               old_str="return a-b", new_str="return a + b")
+    def miss(root):
+        return native("str_replace_editor", command="str_replace", path=f"{root}/calc.py",
+                      old_str="return a-b", new_str="return a + b")
+
     steps = [miss, miss, miss,
              lambda root: native("str_replace_editor", command="str_replace", path=f"{root}/calc.py",
                                  old_str="    return a - b", new_str="    return a + b"),

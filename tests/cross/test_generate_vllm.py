@@ -12,7 +12,8 @@ import json
 import pytest
 
 from agent.scripted_server import ScriptedServer
-from tests.orchestrator.pipelines.test_generate import generate_args, nightowl, read_samples, status
+from tests.helpers import nightowl
+from tests.orchestrator.pipelines.test_generate import generate_args, read_samples, status
 from tests.polyglot import make_polyglot_repo
 from training.synthesis.scripted_teacher import teacher
 

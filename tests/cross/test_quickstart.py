@@ -18,16 +18,12 @@ from pathlib import Path
 import pytest
 
 from agent.scripted_server import ScriptedServer
+from tests.helpers import nightowl
 from tests.orchestrator.helpers import kill_9_once_exists
 from tests.readme_commands import quickstart_agent_command, quickstart_usage
 from training.synthesis.scripted_teacher import teacher
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def nightowl(*args: object, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
 
 
 def vllm_processes_for(model_dir: Path) -> list[str]:

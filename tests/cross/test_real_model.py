@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,18 +21,13 @@ import pytest
 from agent.chat_template import is_tools_wrapper, read_chat_template
 from agent.trajectory import load_trajectory
 from orchestrator.serving.vllm_server import ServerConfig, VLLMServer
+from tests.helpers import nightowl
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SERVED = "smollm2"
 RANK = 16
-
-
-def nightowl(*args: object, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
 
 
 def packaged_gguf() -> Path:
@@ -51,7 +44,7 @@ def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The packaged GGUF imported once per test session."""
     out = tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct"
     started = time.monotonic()
-    proc = nightowl("model", "import", packaged_gguf(), "--out", out)
+    proc = nightowl("model", "import", packaged_gguf(), "--out", out, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     print(f"\n[SmolLM2 imported in {time.monotonic() - started:.1f} s: {proc.stdout.strip().splitlines()[0]}]")
     return out
@@ -111,13 +104,13 @@ def test_smollm2_runs_trains_and_hot_loads(smollm2_server: VLLMServer, smollm2_d
     # 3. Export that run, train a few steps on it: the mask check passes on the real template.
     dataset = tmp_path / "dataset"
     exported = nightowl("export", Path(outcome["trajectory_path"]).parent, "--out", dataset, "--include-unsubmitted",
-                        "--val-share", "0")
+                        "--val-share", "0", timeout=900)
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert "1 train + 0 val rows" in exported.stdout, exported.stdout
     adapter = tmp_path / "adapter"
     started = time.monotonic()
     trained = nightowl("train", "--base", smollm2_dir, "--data", dataset, "--out", adapter, "--max-steps", "2",
-                       "--rank", RANK, "--max-length", "4096", "--save-steps", "100")
+                       "--rank", RANK, "--max-length", "4096", "--save-steps", "100", timeout=900)
     timings["train"] = time.monotonic() - started
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "mask check passed" in trained.stderr and "untrained" not in trained.stderr, trained.stderr[-3000:]
@@ -127,7 +120,7 @@ def test_smollm2_runs_trains_and_hot_loads(smollm2_server: VLLMServer, smollm2_d
     assert training_report["steps"] == 2 and training_report["mask"]["train"]["supervised_tokens"] > 0
 
     # 4. Hot-load the adapter into the running server and ask it something.
-    loaded = nightowl("adapter", "load", "round1", adapter, "--base-url", smollm2_server.base_url)
+    loaded = nightowl("adapter", "load", "round1", adapter, "--base-url", smollm2_server.base_url, timeout=900)
     assert loaded.returncode == 0, loaded.stderr
     client = openai.OpenAI(base_url=smollm2_server.base_url, api_key="EMPTY", max_retries=0)
     reply = client.chat.completions.create(model="round1", messages=[{"role": "user", "content": "Say hi."}],

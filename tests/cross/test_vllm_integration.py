@@ -19,7 +19,7 @@ from agent.model import ModelConfig
 from agent.run import RunRequest, run_task
 from agent.trajectory import ExitStatus, load_trajectory
 from orchestrator.serving.vllm_server import VLLMServer, load_adapter, unload_adapter
-from tests.cross.conftest import git
+from tests.helpers import git
 
 pytestmark = pytest.mark.slow
 

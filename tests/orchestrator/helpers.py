@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import git
+
 SANDBOX = "auto"
 """Always the real isolation: if bubblewrap does not work here these tests fail (never a quiet fallback to
 the unisolated backend); `open_sandbox` says what is missing."""
@@ -26,10 +28,6 @@ def kill_9_once_exists(cmd: list, marker: Path, cwd: Path, timeout: float = 900)
     assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
 
 
 def make_repo(path: Path) -> Path:

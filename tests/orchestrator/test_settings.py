@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,35 +12,58 @@ from agent.scripted_server import ScriptedServer
 from orchestrator.errors import UsageError
 from orchestrator.settings import Settings, load_settings
 from orchestrator.shift.engine import ShiftOptions
+from tests.helpers import nightowl
 from tests.orchestrator.helpers import agent_reply, make_repo, nightowl_branches, write_tasks
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def nightowl(*args: object, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
-
-
 def test_defaults_come_from_the_models_that_use_them():
+    from orchestrator.pipelines.evaluate import EvalOptions
+    from orchestrator.pipelines.flywheel import FlywheelOptions
+    from orchestrator.pipelines.generate_run import GenerateOptions
+    from orchestrator.serving.vllm_server import ServerConfig
+    from training.dataset.export import ExportOptions
+    from training.finetune.train import TrainOptions
+
     s = Settings()
     assert s.agent.max_steps == AgentConfig().max_steps
-    assert s.model.max_retries == SamplingOptions().max_retries == ShiftOptions.model_fields["model_retries"].default
-    assert s.agent.max_wall_s == ShiftOptions.model_fields["task_timeout_s"].default
+    assert s.model.max_retries == SamplingOptions().max_retries
+    for section, model in ((s.generate, GenerateOptions), (s.eval, EvalOptions), (s.flywheel, FlywheelOptions),
+                           (s.export, ExportOptions), (s.train, TrainOptions), (s.shift, ShiftOptions)):
+        own = {k: v for k, v in section.model_dump(exclude={"gradient_checkpointing"}).items()
+               if k in model.model_fields and not model.model_fields[k].is_required()}
+        assert own == {k: model.model_fields[k].get_default(call_default_factory=True) for k in own}, section
+    assert (s.serve.host, s.serve.device) == (ServerConfig(model="m").host, ServerConfig(model="m").device)
+    assert s.flywheel.max_lora_rank == TrainOptions.model_fields["rank"].default
+    assert TrainOptions.model_fields["gradient_checkpointing"].default is None and s.train.gradient_checkpointing == "auto"
+    # the options of the commands that run agents take the agent's and the model's defaults, not their own
+    for model in (GenerateOptions, EvalOptions, FlywheelOptions):
+        assert model.model_fields["max_steps"].default == AgentConfig().max_steps
+        assert model.model_fields["max_tokens"].default == SamplingOptions().max_tokens
+        assert model.model_fields["workers"].default == ShiftOptions.model_fields["workers"].default
+
+
+def test_shift_options_nest_the_agent_and_sampling_models_without_flat_copies():
+    nested = {"agent": AgentConfig, "sampling": SamplingOptions}
+    assert {name: ShiftOptions.model_fields[name].annotation for name in nested} == nested
+    copied = set(ShiftOptions.model_fields) & (set(AgentConfig.model_fields) | set(SamplingOptions.model_fields)
+                                               | {"task_timeout_s", "model_timeout_s", "model_retries"})
+    assert copied == set()
 
 
 def test_file_then_flags_with_their_sources(tmp_path):
     (tmp_path / "nightowl.toml").write_text(
         '[model]\nname = "coder"\ntemperature = 0.4\nbase_url = "http://h:1/v1"\n'
         '[agent]\nmax_steps = 7\n[sandbox]\nnetwork = true\n[sandbox.limits]\nmemory_mb = 8192\n[shift]\nout = "night"\n'
-        '[generate]\nowned_by = "another command"\n')
+        '[plugin]\nowned_by = "another command"\n')
     loaded = load_settings(tmp_path / "nightowl.toml", flags={"agent.max_steps": (9, "--max-steps")})
     s = loaded.settings
     assert (s.model.name, s.model.temperature, s.model.base_url) == ("coder", 0.4, ["http://h:1/v1"])
     assert s.agent.max_steps == 9 and s.sandbox.limits.memory_mb == 8192
     assert s.sandbox.policy().limits.memory_mb == 8192 and s.sandbox.policy().network
     assert s.shift.out == tmp_path.resolve() / "night"  # relative to the file
-    assert s.model_extra == {"generate": {"owned_by": "another command"}}
+    assert s.model_extra == {"plugin": {"owned_by": "another command"}}
     src = loaded.sources
     assert src["agent.max_steps"] == "--max-steps" and src["model.temperature"] == str(tmp_path / "nightowl.toml")
     assert src["model.max_tokens"] == "default"
@@ -99,7 +120,7 @@ def test_a_shift_configured_entirely_from_nightowl_toml(tmp_path):
     with ScriptedServer(agent_reply) as server:
         (repo / "nightowl.toml").write_text(
             f'[model]\nname = "{server.model}"\nbase_url = ["{server.base_url}"]\ntemperature = 0.3\n'
-            f'max_retries = 1\n[agent]\nmax_steps = 5\n[sandbox.limits]\nmax_processes = 128\n'
+            f'max_retries = 1\nextra_body = {{top_k = 5}}\n[agent]\nmax_steps = 5\n[sandbox.limits]\nmax_processes = 128\n'
             f'[shift]\ntasks = "tasks.jsonl"\nout = "{tmp_path / "out"}"\nworkers = 2\n')
         proc = nightowl("shift", repo, "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -107,7 +128,7 @@ def test_a_shift_configured_entirely_from_nightowl_toml(tmp_path):
     assert result["complete"] and result["states"]["done"] == 3
     assert len(nightowl_branches(repo)) == 3
     sent = [r for r in server.chat_requests()]
-    assert sent and all(r["temperature"] == 0.3 for r in sent)
+    assert sent and all(r["temperature"] == 0.3 and r["top_k"] == 5 for r in sent)
     traj = json.loads(next((tmp_path / "out" / "runs").glob("*/trajectory.json")).read_text())
     assert traj["settings"]["agent"]["max_steps"] == 5 and traj["settings"]["limits"]["max_processes"] == 128
     assert traj["sandbox"]["backend"] == "bwrap"
@@ -156,3 +177,116 @@ def test_the_sandbox_table_is_shared_key_for_key_with_the_repository_loader(tmp_
     assert parse_repo_config(text, "t").sandbox.path == ["/opt/bin"]
     (tmp_path / "nightowl.toml").write_text(text)
     assert load_settings(repo=tmp_path).settings.sandbox.kind == "bwrap"
+
+
+OUTSIDE_THE_SETTINGS = {("functions", "--commit"), ("tiny-model", "--pretrain-steps"),
+                        ("bench-history", "--max-changed-lines"), ("model import", "--dtype")}
+"""Options of commands without a settings section, whose literal defaults are their own."""
+SECTIONS_WITH_OPTIONS = ("generate", "eval", "flywheel", "export", "train", "serve")
+
+
+def cli_options():
+    """(command path, click option) for every option of every `nightowl` command."""
+    import typer.main
+
+    from orchestrator.cli.main import app
+
+    def walk(command, path):
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                yield from walk(sub, [*path, name])
+        else:
+            for param in command.params:
+                if param.param_type_name == "option":
+                    yield " ".join(path), param
+    return list(walk(typer.main.get_command(app), []))
+
+
+def documented_key(option) -> str | None:
+    import re
+
+    found = re.search(r"\[default: .*; `([\w.]+)` in nightowl.toml\]", option.help or "")
+    return found.group(1) if found else None
+
+
+def test_every_cli_default_is_its_settings_field_and_no_literal_default_is_left():
+    from orchestrator.cli.config import DEFAULTS
+
+    literal = {(cmd, option.opts[0]): option.default for cmd, option in cli_options()
+               if not option.required and option.default not in (None, [], False)
+               and (cmd, option.opts[0]) not in OUTSIDE_THE_SETTINGS}
+    assert literal == {}, "give these options a settings field and default them to None"
+    flags_on = {(cmd, o.opts[0]) for cmd, o in cli_options() if o.is_flag and o.default is not False}
+    assert flags_on == set()
+    keys = {}
+    for cmd, option in cli_options():
+        key = documented_key(option)
+        if key is None:
+            continue
+        assert key in DEFAULTS, f"{cmd} {option.opts[0]} names `{key}`, which is not a setting"
+        shown = "none" if DEFAULTS[key] is None or DEFAULTS[key] == [] else DEFAULTS[key]
+        assert f"[default: {shown};" in option.help, (cmd, option.opts[0])
+        assert option.default in (None, []), f"{cmd} {option.opts[0]} must default to None: `{key}` holds the default"
+        keys.setdefault(key, set()).add(cmd)
+    unread = [k for k in DEFAULTS if k.split(".")[0] in SECTIONS_WITH_OPTIONS and k not in keys]
+    assert unread == [], "settings no command line option reads"
+
+
+@pytest.mark.parametrize("module,table", [("generate", "GENERATE_KEYS"), ("eval", "EVAL_KEYS"),
+                                          ("flywheel", "FLYWHEEL_KEYS")])
+def test_the_key_a_command_reads_is_the_one_its_help_names(module, table):
+    import importlib
+
+    keys = getattr(importlib.import_module(f"orchestrator.cli.{module}"), table)
+    options = {o.name: o for cmd, o in cli_options() if cmd == module}
+    assert {param: documented_key(options[param]) for param in keys} == {p: k for p, (k, _) in keys.items()}
+    assert {param: flag for param, (_, flag) in keys.items()} == {p: options[p].opts[0] for p in keys}
+
+
+def parsed(command: str, *args: object) -> dict:
+    """The parameters `nightowl COMMAND ARGS` parses to (what the command's body gets), nothing run."""
+    import typer.main
+
+    from orchestrator.cli.main import app
+
+    return typer.main.get_command(app).commands[command].make_context(command, [str(a) for a in args]).params
+
+
+def test_train_and_export_options_come_from_flags_then_the_file_then_the_defaults(tmp_path):
+    from orchestrator.cli.train import export_options, train_options
+    from training.finetune.train import TrainOptions
+
+    config = tmp_path / "night.toml"
+    config.write_text('[train]\nepochs = 3.0\nrank = 8\ngradient_checkpointing = "on"\n[export]\nval_share = 0.25\n')
+    options = train_options(parsed("train", "--base", "b", "--plan", "--config", config, "--rank", "4"))
+    assert (options.epochs, options.rank, options.gradient_checkpointing) == (3.0, 4, True)
+    assert options.max_length == TrainOptions.model_fields["max_length"].default
+    exported = export_options(parsed("export", tmp_path, "--out", tmp_path / "ds", "--config", config))
+    assert exported.val_share == 0.25 and exported.min_fit_share == Settings().export.min_fit_share
+    with pytest.raises(UsageError, match="--val-share"):
+        export_options(parsed("export", tmp_path, "--out", tmp_path / "ds", "--val-share", "1.5"))
+
+
+def test_generate_options_take_agent_and_model_from_the_shared_sections(tmp_path):
+    from orchestrator.cli.generate import generate_options
+
+    repo = make_repo(tmp_path / "repo")
+    (repo / "nightowl.toml").write_text('[agent]\nmax_steps = 9\n[model]\nmax_tokens = 1000\n'
+                                        '[generate]\nworkers = 7\n')
+    options = generate_options(parsed("generate", repo, "--samples", 1, "--base-url", "http://h:1/v1", "--model", "t",
+                                      "--out", tmp_path / "gen", "--temperature", 0.2))
+    assert (options.max_steps, options.max_tokens, options.workers, options.temperature) == (9, 1000, 7, 0.2)
+    assert options.model_retries == SamplingOptions().max_retries and options.seed == Settings().generate.seed
+
+
+def test_config_show_lists_every_section_with_sources(tmp_path):
+    config = tmp_path / "other.toml"
+    config.write_text('[generate]\nworkers = 7\n[train]\nrank = 8\n')
+    proc = nightowl("config", "show", "--config", config)
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines()[1:]}
+    assert rows["generate.workers"] == ["7", str(config)] and rows["train.rank"] == ["8", str(config)]
+    assert rows["eval.metric"] == ['"recall"', "default"] and rows["flywheel.samples"][-1] == "default"
+    sections = {key.split(".")[0] for key in rows}
+    assert {"model", "agent", "sandbox", "run", "shift", "generate", "eval", "flywheel", "export", "train",
+            "serve"} <= sections

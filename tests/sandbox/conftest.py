@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.backends import BACKENDS as REGISTERED
 from sandbox.base import Sandbox
 from sandbox.limits import ResourceLimits
 from sandbox.policy import Policy
@@ -21,9 +22,10 @@ SECRETS = {".ssh/id_rsa": "-----BEGIN FAKE KEY-----", ".aws/credentials": "[defa
            ".config/gh/hosts.yml": "oauth_token: fake", ".bashrc": "# user rc\n", ".gitconfig": "[user]\n"}
 
 
-# bubblewrap is the isolating backend: it is never skipped (CI installs it; without it these tests must fail).
-ISOLATING_BACKENDS = ["bwrap"]
-BACKENDS = [*ISOLATING_BACKENDS, "local"]
+# Every registered backend runs these tests; the isolating ones (bubblewrap) are never skipped (CI installs
+# bubblewrap; without it these tests must fail).
+ISOLATING_BACKENDS = [name for name, backend in REGISTERED.items() if backend.isolates]
+BACKENDS = list(REGISTERED)
 
 
 def require_tools(sb: Sandbox, *tools: str) -> None:

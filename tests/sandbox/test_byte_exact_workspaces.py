@@ -17,6 +17,7 @@ import pytest
 from sandbox.limits import ResourceLimits
 from sandbox.select import open_sandbox
 from sandbox.workspace import commit_patch_to_branch, create_workspace, remove_workspace, workspace_diff
+from tests.helpers import IDENTITY, git
 
 ATTRIBUTES = b"""* text=auto
 *.inc working-tree-encoding=no-such-encoding
@@ -33,13 +34,8 @@ FILES = {
 }
 
 
-def git(repo: Path, *args: str, input: bytes | None = None) -> bytes:
-    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@x", *args], input=input,
-                          check=True, capture_output=True).stdout
-
-
 def committed(repo: Path, rev: str, path: str) -> bytes:
-    return git(repo, "cat-file", "blob", f"{rev}:{path}")
+    return git(repo, "cat-file", "blob", f"{rev}:{path}", binary=True)
 
 
 @pytest.fixture
@@ -53,10 +49,10 @@ def repo(tmp_path: Path) -> Path:
     git(repo, "config", "filter.does-not-exist.required", "true")
     for name, data in {**FILES, ".gitattributes": ATTRIBUTES}.items():
         (repo / name).write_bytes(data)
-        blob = git(repo, "hash-object", "-w", "--no-filters", name).decode().strip()
+        blob = git(repo, "hash-object", "-w", "--no-filters", name, binary=True).decode().strip()
         git(repo, "update-index", "--add", "--cacheinfo", f"100644,{blob},{name}")
-    tree = git(repo, "write-tree").decode().strip()
-    commit = git(repo, "commit-tree", tree, "-m", "content and attributes").decode().strip()
+    tree = git(repo, "write-tree", binary=True).decode().strip()
+    commit = git(repo, *IDENTITY, "commit-tree", tree, "-m", "content and attributes", binary=True).decode().strip()
     git(repo, "update-ref", "HEAD", commit)
     return repo
 

@@ -1,4 +1,4 @@
-"""Issue 12 points 6 and 8, issue 13 point 2: what the agent can see, the repository's environment, and a
+"""What the agent can see (hidden and read-only mounts), the repository's declared environment and its set-up, and a
 self-check that measures (a deliberately broken sandbox must report what is broken)."""
 from __future__ import annotations
 

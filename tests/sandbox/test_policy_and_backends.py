@@ -3,15 +3,25 @@ from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
+from sandbox.backends import BACKENDS as REGISTERED
 from sandbox.cgroups import RunCgroup
 from sandbox.errors import UserError
 from sandbox.limits import ResourceLimits
 from sandbox.policy import Policy
-from sandbox.select import open_sandbox
+from sandbox.select import (
+    ISOLATING_SANDBOXES,
+    NoIsolationAvailable,
+    SandboxKind,
+    ensure_isolation,
+    open_sandbox,
+    workspace_owner,
+)
 from tests.sandbox.conftest import BACKENDS
 
 
@@ -61,6 +71,31 @@ def test_unknown_kind_is_refused(make_sandbox, user_repo, tmp_path):
         open_sandbox("chroot", ws)  # type: ignore[arg-type]
 
 
+def test_every_registered_backend_is_a_sandbox_kind_and_only_isolating_ones_are_settings():
+    assert set(get_args(SandboxKind)) == {"auto", *REGISTERED}
+    assert ISOLATING_SANDBOXES == ("auto", "bwrap")
+    assert "local" not in ISOLATING_SANDBOXES and not REGISTERED["local"].isolates
+
+
+def test_isolation_check_and_workspace_owner_follow_the_registry(monkeypatch):
+    ensure_isolation("local")  # the unisolated backend needs nothing installed
+    assert workspace_owner("local") is None
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    policy = Policy()
+    assert workspace_owner("auto", policy) == workspace_owner("bwrap", policy) == (policy.run_as_uid, policy.run_as_gid)
+    assert workspace_owner("local", policy) is None
+
+
+def test_a_backend_that_cannot_start_names_its_install_hint(monkeypatch):
+    broken = replace(REGISTERED["bwrap"], problem=lambda policy: "bwrap is not installed")
+    monkeypatch.setitem(REGISTERED, "bwrap", broken)
+    with pytest.raises(NoIsolationAvailable) as raised:
+        ensure_isolation("auto")
+    assert str(raised.value) == ("no isolating sandbox backend works on this machine (bwrap is not installed): "
+                                 "install bubblewrap (`apt-get install bubblewrap`), or run without isolation "
+                                 "with --dangerously-no-sandbox")
+
+
 @pytest.mark.parametrize("kind", BACKENDS)
 def test_workspace_is_seen_at_root_and_host_path_maps_there(make_sandbox, kind):
     sb = make_sandbox(kind)
@@ -81,7 +116,7 @@ def test_bwrap_files_written_by_editor_belong_to_the_sandbox_user(make_sandbox):
     assert sb.execute("id -u", timeout=10).output.strip() == str(sb.policy.inside_uid)
 
 
-def test_local_backend_still_works(make_sandbox):
+def test_local_backend_runs_commands_and_reports_no_isolation(make_sandbox):
     sb = make_sandbox("local", ResourceLimits())
     assert sb.execute("echo hi", timeout=10).output == "hi\n"
     assert sb.self_check()["isolated"] is False

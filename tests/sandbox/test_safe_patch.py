@@ -7,16 +7,12 @@ import subprocess
 from pathlib import Path
 
 from sandbox.safe_patch import safe_patch, section_paths, split_sections
-
-
-def git(repo: Path, *args: str) -> bytes:
-    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=u", "-c", "user.email=u@x", *args],
-                          check=True, capture_output=True).stdout
+from tests.helpers import IDENTITY, git
 
 
 def workspace_patch(repo: Path) -> bytes:
     git(repo, "add", "-A")
-    return git(repo, "diff", "--cached", "--binary", "-M", "HEAD")
+    return git(repo, "diff", "--cached", "--binary", "-M", "HEAD", binary=True)
 
 
 def test_escaping_links_and_special_files_are_left_out_and_the_rest_kept(tmp_path):
@@ -26,7 +22,7 @@ def test_escaping_links_and_special_files_are_left_out_and_the_rest_kept(tmp_pat
     (repo / "a.py").write_text("a\n")
     (repo / "old name.py").write_text("moved\n" * 20)
     git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "base")
+    git(repo, *IDENTITY, "commit", "-qm", "base")
     (repo / "sub").mkdir()
     links = {"abs": "/etc/passwd", "sub/up": "../../etc", "t\u00e9st link": "/root", "hop": "sub/up/hostname",
              "into_git": ".git/hooks", "inside": "a.py", "sub/sibling": "../a.py", "dangling": "nowhere"}
@@ -60,7 +56,7 @@ def test_a_patch_with_nothing_unsafe_is_unchanged(tmp_path):
     git(repo, "init", "-q")
     (repo / "a.py").write_bytes(b"\x00\x01binary\n")
     git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "base")
+    git(repo, *IDENTITY, "commit", "-qm", "base")
     (repo / "a.py").write_bytes(b"\x00\x02binary\n")
     (repo / "b.txt").write_text("b\n")
     patch = workspace_patch(repo)

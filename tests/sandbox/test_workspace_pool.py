@@ -9,11 +9,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.workspace_pool import WorkspacePool
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=a", "-c", "user.email=a@x", *args], check=True,
-                          capture_output=True, text=True).stdout
+from tests.helpers import IDENTITY, git
 
 
 @pytest.fixture
@@ -26,9 +22,9 @@ def repo(tmp_path: Path) -> Path:
     (repo / "pkg").mkdir()
     (repo / "pkg" / "b.py").write_text("two\n")
     git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "first")
+    git(repo, *IDENTITY, "commit", "-qm", "first")
     (repo / "a.py").write_text("one\nmore\n")
-    git(repo, "commit", "-qam", "second")
+    git(repo, *IDENTITY, "commit", "-qam", "second")
     return repo
 
 
@@ -41,9 +37,9 @@ def agent_leaves_a_mess(ws: Path) -> None:
     git(ws / "nested", "init", "-q")  # a nested repository (clean -ff removes it too)
     git(ws, "checkout", "-q", "-b", "agent-branch")
     git(ws, "add", "new.txt")
-    git(ws, "commit", "-qm", "agent commit")
+    git(ws, *IDENTITY, "commit", "-qm", "agent commit")
     (ws / "a.py").write_text("stashed\n")
-    git(ws, "stash", "-q")
+    git(ws, *IDENTITY, "stash", "-q")
     git(ws, "tag", "agent-tag")
     os.symlink("/etc/passwd", ws / "leak")
 

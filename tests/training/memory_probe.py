@@ -121,7 +121,7 @@ def main(argv: list[str]) -> None:
     args.result.write_text(json.dumps({
         "planned_gib": estimate.peak_gib_per_device, "plan_terms_gib": estimate.gib,
         "measured_gib": round(sampler.peak / 2**30, 3), "before_train_gib": round(baseline / 2**30, 3),
-        "tokens_per_step": report.get("tokens_trained", 0) / max(1, report.get("steps", 1)),
+        "tokens_per_step": (report.tokens_trained or 0) / max(1, report.steps),
         "seconds": round(time.monotonic() - started, 1), "parameters": estimate.parameters,
     }, indent=1) + "\n", encoding="utf-8")
 

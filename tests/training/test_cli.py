@@ -24,7 +24,7 @@ def test_export_prints_counts_and_refuses_bad_input(tmp_path: Path) -> None:
     for args, message in (
         (["export", str(tmp_path / "nope"), "--out", str(tmp_path / "x")], "is not a directory"),
         (["export", str(shift), "--out", str(tmp_path / "ds")], "not empty"),
-        (["export", str(shift), "--out", str(tmp_path / "y"), "--val-share", "1.5"], "val_share"),
+        (["export", str(shift), "--out", str(tmp_path / "y"), "--val-share", "1.5"], "--val-share: Input should be less than 1"),
         (["export", str(shift), "--out", str(tmp_path / "z"), "--max-tokens", "100"], "needs --tokenizer"),
     ):
         result = run(*args)

@@ -22,14 +22,16 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agent.chat_template import template_uses_reasoning
+from agent.file_format import FileFormatError, NewerFormatError
+from agent.trajectory import read_trajectory_data
 from sandbox.errors import UserError
 from training.dataset.render import fold_reasoning, render
 from training.dataset.scrub import Scrubber, env_secret_values
 from training.dataset.sources import Candidate, discover
 from training.evaluation.holdout import refuse_leaks
+from training.layout import DATASET_CARD, DATASET_FILE, TRAIN_ROWS, VAL_ROWS
 
-DATASET_FORMAT = "nightowl.dataset/1"
-TRAJECTORY_FORMAT = "nightowl.trajectory/1"
+DATASET_FORMAT = DATASET_FILE.tag
 SPLIT_SALT = "nightowl-split/1:"
 
 
@@ -50,7 +52,7 @@ class ExportOptions(BaseModel):
     min_fit_share: float = Field(default=0.5, ge=0.0, le=1.0)
     """A cut trajectory is kept only if its kept part holds at least this share of its tokens."""
     allow_holdout_leak: bool = False
-    """Export even when snapshots or demonstrations post-date a benchmark's cut-off (see training/evaluation/holdout.py)."""
+    """Export even when snapshots or demonstrations post-date a benchmark's cut-off (training/evaluation/holdout.py)."""
 
 
 class ExportReport(BaseModel):
@@ -61,6 +63,16 @@ class ExportReport(BaseModel):
     truncated: int
     scrubbed: dict[str, int]
     seconds: float
+
+    def summary(self) -> list[str]:
+        """The lines `nightowl export` prints."""
+        lines = [f"{self.rows['train']} train + {self.rows['val']} val rows from {self.candidates} trajectories in "
+                 f"{self.seconds:.1f} s -> {self.out}"]
+        if self.dropped:
+            lines.append("dropped: " + ", ".join(f"{k} {v}" for k, v in sorted(self.dropped.items())))
+        lines.append(f"truncated: {self.truncated}; scrubbed secrets: "
+                     + (", ".join(f"{k} {v}" for k, v in sorted(self.scrubbed.items())) or "none"))
+        return lines
 
 
 def nightowl_version() -> str:
@@ -156,11 +168,13 @@ class Exporter:
 
     def row(self, cand: Candidate) -> dict[str, Any] | None:
         try:
-            data = json.loads(cand.trajectory.read_bytes())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-            return self.drop("unreadable")
-        if not isinstance(data, dict) or data.get("format") != TRAJECTORY_FORMAT:
+            data = read_trajectory_data(cand.trajectory)
+        except NewerFormatError:
+            raise
+        except FileFormatError:
             return self.drop("unknown_format")
+        except (OSError, ValueError):
+            return self.drop("unreadable")
         if self.opt.submitted_only and data.get("exit_status") != "submitted":
             return self.drop("not_submitted")
         if cand.source == "svg-t2" and self.opt.min_recall is not None and (
@@ -273,10 +287,10 @@ def write_dataset(out: Path, train: list[dict], val: list[dict], meta: dict[str,
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        for name, rows in (("train.jsonl", train), ("val.jsonl", val)):
+        for name, rows in ((TRAIN_ROWS, train), (VAL_ROWS, val)):
             with open(tmp / name, "w", encoding="utf-8", newline="\n") as f:
                 f.writelines(dumps_row(r) for r in rows)
-        (tmp / "dataset.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / DATASET_CARD).write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         if out.exists():
             out.rmdir()  # validated empty
         os.replace(tmp, out)
@@ -291,7 +305,8 @@ def nothing_exported(options: ExportOptions, candidates: int, dropped: dict[str,
         return (f"nothing to export: no trajectories in {sources} (a shift's runs/*/trajectory.json or a generate "
                 "directory's samples.jsonl; `nightowl status DIR` says why a run produced none)")
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(dropped.items(), key=lambda kv: -kv[1]))
-    return f"nothing to export: all {candidates} trajectories in {sources} were dropped ({reasons}); {options.out} not written"
+    return (f"nothing to export: all {candidates} trajectories in {sources} were dropped ({reasons}); "
+            f"{options.out} not written")
 
 
 def export(options: ExportOptions) -> ExportReport:

@@ -6,14 +6,15 @@ generation lists its samples in DIR/samples.jsonl with the T1 and T2 run directo
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sandbox.errors import UserError
+from training.layout import RUNS, SAMPLE_LINE, SAMPLES, TRAJECTORY_NAME
 
-TRAJECTORY = "trajectory.json"
-SAMPLES = "samples.jsonl"
+TRAJECTORY = TRAJECTORY_NAME
 SVG_FIELDS = ("commit", "file", "function", "language", "category", "matched", "total")
 
 
@@ -34,21 +35,22 @@ class Candidate:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class SourceKind(NamedTuple):
+    name: str
+    detect: Callable[[Path], bool]
+    candidates: Callable[[Path], list[Candidate]]
+
+
 def discover(src: Path) -> list[Candidate]:
+    """The candidates of the first kind in SOURCES that `src` is."""
     src = src.expanduser()
     if not src.is_dir():
         raise SourceError(f"{src} is not a directory (give a shift directory, a generate directory or run directories)")
-    if (src / SAMPLES).is_file():
-        return generate_candidates(src)
-    if (src / "runs").is_dir():
-        return run_candidates(src / "runs")
-    if (src / TRAJECTORY).is_file():
-        return [run_candidate(src)]
-    found = run_candidates(src)
-    if not found:
-        raise SourceError(f"{src} has no {SAMPLES}, no runs/ and no run directories with {TRAJECTORY}: "
-                          "give a `nightowl shift --out` or `nightowl generate` directory")
-    return found
+    for kind in SOURCES:
+        if kind.detect(src):
+            return kind.candidates(src)
+    raise SourceError(f"{src} has no {SAMPLES}, no {RUNS}/ and no run directories with {TRAJECTORY}: "
+                      "give a `nightowl shift --out` or `nightowl generate` directory")
 
 
 def run_candidates(runs: Path) -> list[Candidate]:
@@ -71,7 +73,9 @@ def generate_candidates(directory: Path) -> list[Candidate]:
                 sample = json.loads(line)
                 sample_id = str(sample["id"])
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise SourceError(f"{directory / SAMPLES}:{lineno} is not a sample (a JSON object with an id)") from None
+                raise SourceError(f"{directory / SAMPLES}:{lineno} is not a sample (a JSON object with an id)"
+                                  ) from None
+            SAMPLE_LINE.version_of(sample, f"{directory / SAMPLES}:{lineno}")
             extra = {k: sample.get(k) for k in SVG_FIELDS if sample.get(k) is not None}
             for stage, recall in (("t1", None), ("t2", sample.get("recall"))):
                 run_dir = sample.get(f"{stage}_run_dir")
@@ -82,3 +86,12 @@ def generate_candidates(directory: Path) -> list[Candidate]:
                 found.append(Candidate(path / TRAJECTORY, f"svg-{stage}", f"svg:{sample_id}", sample_id=sample_id,
                                        recall=recall, extra=extra))
     return found
+
+
+SOURCES = [
+    SourceKind("generate", lambda d: (d / SAMPLES).is_file(), generate_candidates),
+    SourceKind("shift", lambda d: (d / RUNS).is_dir(), lambda d: run_candidates(d / RUNS)),
+    SourceKind("run", lambda d: (d / TRAJECTORY).is_file(), lambda d: [run_candidate(d)]),
+    SourceKind("run directories", lambda d: bool(run_candidates(d)), run_candidates),
+]
+"""Where export finds trajectories, tried in order: a new kind of source is one more entry here."""

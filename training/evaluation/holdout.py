@@ -5,18 +5,16 @@
 """
 from __future__ import annotations
 
-import json
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from agent.trajectory import write_text_atomic
+from agent.file_format import NewerFormatError
+from agent.trajectory import read_trajectory_data, write_text_atomic
 from sandbox.errors import UserError
-
-RECORD = "nightowl-holdout.json"
-DEMONSTRATIONS = "demonstrations.json"
-"""Written by `generate` beside samples.jsonl: where its demonstrations came from and the cut-off it honoured."""
+from training.layout import DEMONSTRATIONS, DEMONSTRATIONS_FILE, HOLDOUT_FILE
+from training.layout import HOLDOUT_RECORD as RECORD
 
 
 class HoldoutLeak(UserError, ValueError):
@@ -35,8 +33,8 @@ def record_holdout(repo: Path, since: datetime, tasks_file: Path) -> datetime:
     path = git_dir(repo) / RECORD
     current = holdout_since(repo)
     effective = min(since, current) if current else since
-    write_text_atomic(path, json.dumps({"since": effective.astimezone(timezone.utc).isoformat(),
-                                        "tasks": str(tasks_file.resolve())}, indent=1) + "\n")
+    write_text_atomic(path, HOLDOUT_FILE.dumps({"since": effective.astimezone(timezone.utc).isoformat(),
+                                                "tasks": str(tasks_file.resolve())}, indent=1) + "\n")
     return effective
 
 
@@ -47,7 +45,7 @@ def holdout_since(repo: Path) -> datetime | None:
         return None
     if not path.is_file():
         return None
-    return datetime.fromisoformat(json.loads(path.read_text(encoding="utf-8"))["since"])
+    return datetime.fromisoformat(HOLDOUT_FILE.load(path)["since"])
 
 
 def commit_time(repo: Path, commit: str) -> datetime | None:
@@ -63,7 +61,7 @@ def last_commit_before(repo: Path, since: datetime) -> str | None:
 
 
 def demonstrations_record(source: str, since: datetime | None) -> str:
-    return json.dumps({"source": source, "holdout_since": since.isoformat() if since else None}) + "\n"
+    return DEMONSTRATIONS_FILE.dumps({"source": source, "holdout_since": since.isoformat() if since else None}) + "\n"
 
 
 def find_leaks(trajectories: list[Path]) -> list[str]:
@@ -73,7 +71,9 @@ def find_leaks(trajectories: list[Path]) -> list[str]:
     seen_dirs: set[Path] = set()
     for path in trajectories:
         try:
-            traj: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            traj: dict[str, Any] = read_trajectory_data(path)
+        except NewerFormatError:
+            raise
         except (OSError, ValueError):
             continue  # export drops unreadable trajectories itself
         repo, base = str(traj.get("repo", "")), str(traj.get("base_commit", ""))
@@ -90,7 +90,7 @@ def find_leaks(trajectories: list[Path]) -> list[str]:
             if parent in seen_dirs or not record.is_file():
                 continue
             seen_dirs.add(parent)
-            demo = json.loads(record.read_text(encoding="utf-8"))
+            demo = DEMONSTRATIONS_FILE.load(record)
             honoured = demo.get("holdout_since")
             if demo.get("source") == "history" and (honoured is None or datetime.fromisoformat(honoured) > since):
                 leaks.append(f"{parent}: demonstrations were drawn from history without the cut-off")

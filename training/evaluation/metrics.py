@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import datetime
 from statistics import mean
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel
 
 from training.synthesis.recall import line_recall, recall_histogram
-
-Metric = Literal["recall", "submit", "resolve", "validity"]
-METRICS: tuple[str, ...] = ("recall", "submit", "resolve", "validity")
 
 
 class TaskOutcome(BaseModel):
@@ -79,22 +77,60 @@ def outcome_of(task_id: str, trajectory: dict[str, Any] | None, reference_patch:
         measured = line_recall(reference, trajectory.get("patch", "") if submitted else "").recall
         recall = measured if measured is not None else None
     return TaskOutcome(task_id=task_id, exit_status=str(trajectory.get("exit_status")), submitted=submitted,
-                       steps=len(steps), valid_steps=valid, tokens=int(trajectory.get("usage", {}).get("total_tokens", 0)),
+                       steps=len(steps), valid_steps=valid,
+                       tokens=int(trajectory.get("usage", {}).get("total_tokens", 0)),
                        wall_s=seconds_between(trajectory.get("started_at"), trajectory.get("finished_at")),
                        recall=recall, resolved=resolved)
 
 
+class Metric(NamedTuple):
+    name: str
+    """What `--metric` takes."""
+    field: str
+    """The `ModelMetrics` field that holds a model's value (eval.json's `models`)."""
+    label: str
+    column: int
+    """Where the metric sits among the others in the metrics tables."""
+    per_task: Callable[[TaskOutcome], float | None]
+    """One task's number for a paired comparison (None: the task has no value)."""
+    per_model: Callable[[list[TaskOutcome]], float | None]
+
+
+def share(values: list[bool]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def mean_recall(outcomes: list[TaskOutcome]) -> float | None:
+    recalls = [o.recall for o in outcomes if o.recall is not None]
+    return mean(recalls) if recalls else None
+
+
+def step_validity(outcomes: list[TaskOutcome]) -> float | None:
+    steps = sum(o.steps for o in outcomes)
+    return sum(o.valid_steps for o in outcomes) / steps if steps else None
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in [
+    Metric("recall", "mean_recall", "mean recall", 3, lambda o: o.recall, mean_recall),
+    Metric("submit", "submit_rate", "submit rate", 2, lambda o: 1.0 if o.submitted else 0.0,
+           lambda found: share([o.submitted for o in found]) if found else 0.0),
+    Metric("resolve", "resolve_rate", "resolve rate", 4,
+           lambda o: None if o.resolved is None else float(o.resolved),
+           lambda found: share([o.resolved for o in found if o.resolved is not None])),
+    Metric("validity", "tool_call_validity", "tool-call validity", 1,
+           lambda o: o.valid_steps / o.steps if o.steps else 0.0, step_validity),
+]}
+"""Every eval metric, in one place: `--metric`, the per-model summary, the comparison, the tables and the report
+take them from here. A new metric is one entry here and its field in `ModelMetrics`."""
+SHOWN = sorted(METRICS.values(), key=lambda m: m.column)
+"""The metrics in table order."""
+
+
 def value(outcome: TaskOutcome, metric: str) -> float | None:
     """One task's number for a paired comparison."""
-    if metric == "recall":
-        return outcome.recall
-    if metric == "submit":
-        return 1.0 if outcome.submitted else 0.0
-    if metric == "resolve":
-        return None if outcome.resolved is None else float(outcome.resolved)
-    if metric == "validity":
-        return outcome.valid_steps / outcome.steps if outcome.steps else 0.0
-    raise ValueError(f"unknown metric {metric!r} (one of {', '.join(METRICS)})")
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r} (one of {', '.join(METRICS)})")
+    return METRICS[metric].per_task(outcome)
 
 
 def summarize(model: str, outcomes: list[TaskOutcome], price_per_mtok: float | None = None,
@@ -114,10 +150,8 @@ def summarize(model: str, outcomes: list[TaskOutcome], price_per_mtok: float | N
     for o in outcomes:
         statuses[o.exit_status] = statuses.get(o.exit_status, 0) + 1
     return ModelMetrics(
-        model=model, tasks=n, tool_call_validity=sum(o.valid_steps for o in outcomes) / steps if steps else None,
-        submit_rate=sum(o.submitted for o in outcomes) / n if n else 0.0,
-        mean_recall=mean(recalls) if recalls else None, recall_distribution=recall_histogram(recalls),
-        resolve_rate=sum(checks) / len(checks) if checks else None, resolve_tasks=len(checks),
+        model=model, tasks=n, **{m.field: m.per_model(outcomes) for m in METRICS.values()},
+        recall_distribution=recall_histogram(recalls), resolve_tasks=len(checks),
         mean_steps=steps / n if n else 0.0, mean_tokens=mean_tokens,
         mean_wall_s=mean(o.wall_s for o in outcomes) if n else 0.0, cost_per_task=cost, cost_basis=basis,
         exit_status=statuses)
@@ -157,10 +191,10 @@ def fmt(x: float | None, digits: int = 2) -> str:
 
 def metrics_table(models: list[dict[str, Any]]) -> list[str]:
     """A markdown table of `ModelMetrics` dumps, one row per model."""
-    lines = ["| model | tasks | tool-call validity | submit rate | mean recall | resolve rate | mean steps "
-             "| mean tokens | cost/task |", "|---|---|---|---|---|---|---|---|---|"]
+    header = ["model", "tasks", *(m.label for m in SHOWN), "mean steps", "mean tokens", "cost/task"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in models:
-        lines.append(f"| {m['model']} | {m['tasks']} | {fmt(m['tool_call_validity'])} | {fmt(m['submit_rate'])} "
-                     f"| {fmt(m['mean_recall'])} | {fmt(m['resolve_rate'])} | {fmt(m['mean_steps'], 1)} "
-                     f"| {m['mean_tokens']:.0f} | {fmt(m['cost_per_task'], 4)} |")
+        cells = [str(m["model"]), str(m["tasks"]), *(fmt(m.get(metric.field)) for metric in SHOWN),
+                 fmt(m["mean_steps"], 1), f"{m['mean_tokens']:.0f}", fmt(m["cost_per_task"], 4)]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines

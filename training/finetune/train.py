@@ -33,9 +33,10 @@ from training.dataset.mask import (
 from training.dataset.render import end_token
 from training.finetune.lora_targets import LoraTargetError, LoraTargets
 from training.finetune.memory_plan import LOSS_CHUNK_TOKENS, Plan, PlanError, Settings, refusal, suggestions
+from training.layout import TRAINING_REPORT, TRAINING_REPORT_FILE, check_dataset_format
 
 CHECKPOINTS = "checkpoints"
-REPORT = "training_report.json"
+REPORT = TRAINING_REPORT
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
                    "chat_template.jinja", "added_tokens.json", "generation_config.json")
 FLASH_ATTENTION = ("flash_attention_2", "flash_attention_3")
@@ -74,6 +75,40 @@ class TrainOptions(BaseModel):
     room for a model server on the same GPU."""
 
 
+class TrainReport(BaseModel):
+    """OUT/training_report.json: what was trained, how, and how it went."""
+    base: str
+    data: str
+    mode: Literal["lora", "full"]
+    options: dict[str, Any]
+    device: str
+    world_size: int
+    attention: str | None
+    batching: str
+    gradient_checkpointing: bool | None
+    dtype: str
+    resumed_from: str | None
+    lora_modules: list[str] | None
+    peak_memory_gib: float | None
+    plan: dict[str, Any] | None
+    rows: dict[str, int]
+    mask: dict[str, dict[str, Any]]
+    steps: int
+    train_seconds: float | None
+    tokens_trained: float | None
+    tokens_per_second: float | None
+    step_times: list[dict[str, Any]]
+    loss: list[dict[str, Any]]
+    """{"step": N, "loss": L} per logged step."""
+    eval_loss: list[dict[str, Any]]
+    versions: dict[str, str]
+
+    def summary(self, out: Path) -> str:
+        """The line `nightowl train` prints at the end."""
+        return (f"{self.mode} fine-tune done: {self.steps} steps, {self.tokens_per_second or 0:.0f} tokens/s, final "
+                f"loss {self.loss[-1]['loss'] if self.loss else float('nan'):.4f} -> {out}")
+
+
 class TrainingError(UserError, ValueError):
     """Training cannot start: bad data, a finished output directory, a mask problem."""
 
@@ -89,6 +124,7 @@ def validate(opt: TrainOptions) -> None:
     train = opt.data / "train.jsonl"
     if not train.is_file():
         raise TrainingError(f"{train} does not exist: give --data a directory written by `nightowl export`")
+    check_dataset_format(opt.data)
     if (opt.out / "adapter_config.json").exists() or (opt.out / "config.json").exists():
         raise TrainingError(f"{opt.out} already holds a trained result; give a new --out directory")
     if opt.out.exists() and any(p.name not in (CHECKPOINTS, REPORT) for p in opt.out.iterdir()):
@@ -190,7 +226,8 @@ def lora_choice(model: Any) -> LoraTargets:
 
 
 def linear_projections(model: Any) -> list[str]:
-    """The modules a LoRA adapter takes on `model` (see training/finetune/lora_targets.py): vLLM matches on these names."""
+    """The modules a LoRA adapter takes on `model` (see training/finetune/lora_targets.py): vLLM matches on these
+    names."""
     return lora_choice(model).modules
 
 
@@ -342,9 +379,9 @@ def empty_dataset_message(data: Path, max_length: int, too_long: int) -> str:
     return f"{data / 'train.jsonl'} holds no rows, nothing to train on ({origin})"
 
 
-def train(opt: TrainOptions, log: Any = print, model: Any = None) -> dict[str, Any]:
+def train(opt: TrainOptions, log: Any = print, model: Any = None) -> TrainReport | None:
     """`model`: the base already built (bench/train_gpu.py builds random-weight models of real shapes from a
-    config alone); default: loaded from opt.base."""
+    config alone); default: loaded from opt.base. None on the ranks other than 0 of a distributed run."""
     from transformers import DataCollatorWithFlattening, TrainerCallback, TrainingArguments
 
     rank0 = int(os.environ.get("RANK", "0")) == 0
@@ -385,12 +422,14 @@ def train(opt: TrainOptions, log: Any = print, model: Any = None) -> dict[str, A
         learning_rate=opt.lr or (1e-5 if opt.full else 2e-4), lr_scheduler_type="cosine",
         warmup_steps=opt.warmup_ratio, per_device_train_batch_size=opt.batch_size,
         per_device_eval_batch_size=opt.batch_size, gradient_accumulation_steps=opt.grad_accum,
-        train_sampling_strategy="random" if packing else "group_by_length", bf16=device == "cuda", use_cpu=device == "cpu",
+        train_sampling_strategy="random" if packing else "group_by_length", bf16=device == "cuda",
+        use_cpu=device == "cpu",
         gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
         logging_steps=1, save_strategy="steps", save_steps=opt.save_steps, save_total_limit=2,
         eval_strategy=("steps" if opt.eval_steps else "epoch") if val_rows else "no", eval_steps=opt.eval_steps,
         report_to=[], seed=opt.seed, data_seed=opt.seed, remove_unused_columns=False,
-        include_num_input_tokens_seen="non_padding", ddp_backend="gloo" if device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        include_num_input_tokens_seen="non_padding",
+        ddp_backend="gloo" if device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         dataloader_num_workers=0, disable_tqdm=False,
     )
     timing: dict[str, float] = {}
@@ -422,7 +461,7 @@ def train(opt: TrainOptions, log: Any = print, model: Any = None) -> dict[str, A
     evaluated_at_end = any(h.get("step") == trainer.state.global_step and "eval_loss" in h
                            for h in trainer.state.log_history)
     final_eval = trainer.evaluate() if val_rows and not evaluated_at_end else None
-    report: dict[str, Any] = {}
+    report: TrainReport | None = None
     if trainer.is_world_process_zero():
         if opt.full:
             trainer.model.config.use_cache = True
@@ -434,7 +473,7 @@ def train(opt: TrainOptions, log: Any = print, model: Any = None) -> dict[str, A
             if problems:
                 raise TrainingError(f"the adapter holds weights vLLM refuses: {problems[:3]}")
         history = trainer.state.log_history
-        report = {
+        fields: dict[str, Any] = {
             "base": opt.base, "data": str(opt.data), "mode": "full" if opt.full else "lora",
             "options": json.loads(opt.model_dump_json()), "device": device,
             "world_size": int(os.environ.get("WORLD_SIZE", "1")), "attention": attention,
@@ -458,9 +497,11 @@ def train(opt: TrainOptions, log: Any = print, model: Any = None) -> dict[str, A
             + ([{"step": trainer.state.global_step, "eval_loss": final_eval["eval_loss"]}] if final_eval else []),
             "versions": versions(),
         }
-        if report["tokens_per_second"] is not None and not math.isfinite(report["tokens_per_second"]):
-            report["tokens_per_second"] = None
-        (opt.out / REPORT).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        if fields["tokens_per_second"] is not None and not math.isfinite(fields["tokens_per_second"]):
+            fields["tokens_per_second"] = None
+        report = TrainReport(**fields)
+        (opt.out / REPORT).write_text(TRAINING_REPORT_FILE.dumps(report.model_dump(mode="json"), indent=1) + "\n",
+                                      encoding="utf-8")
         shutil.rmtree(opt.out / CHECKPOINTS, ignore_errors=True)
     leave_process_group()
     return report

@@ -63,7 +63,8 @@ LIBRARY_FILE = re.compile(r"([.-]min\.[cm]?js$|^(jquery|underscore|backbone|loda
 
 GENERATED_FILE = re.compile(r"([.-]bundle\.[cm]?js$|\.pb\.go$|_pb2(_grpc)?\.py$|\.pb\.(ts|js)$|_pb\.(ts|js)$|\.min\.js$"
                             r"|\.d\.[cm]?ts$|_generated\.|\.generated\.|^zz_generated)")
-"""Names generators give their output (kept for training/evaluation/history.py: `.min.js` is generated there, vendored here)."""
+"""Names generators give their output (kept for training/evaluation/history.py: `.min.js` is generated there,
+vendored here)."""
 BUILD_DIRS = {"dist", "_build"}
 TOP_BUILD_DIRS = {"build"}
 """Build outputs: `dist/` and Sphinx's `_build/` anywhere, `build/` only at the top (a package may be named build)."""

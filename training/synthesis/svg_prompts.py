@@ -51,7 +51,8 @@ def actions_of(trajectory: dict[str, Any]) -> list[Action]:
         for execution in step.get("executions", []):
             args = execution.get("arguments") or {}
             detail = args.get("command") or args.get("path") or ""
-            actions.append(Action(tool=execution.get("tool", "?"), detail=str(detail).splitlines()[0][:160] if detail else ""))
+            actions.append(Action(tool=execution.get("tool", "?"),
+                                  detail=str(detail).splitlines()[0][:160] if detail else ""))
     return actions[:MAX_ACTIONS]
 
 

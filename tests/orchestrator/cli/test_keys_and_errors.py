@@ -1,4 +1,4 @@
-"""Issue 12 points 7 and 9: servers that demand an API key, and errors classified instead of guessed."""
+"""Servers that demand an API key get it (health probe included), and errors are classified instead of guessed."""
 from __future__ import annotations
 
 import json
@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from agent.model import SamplingOptions
 from agent.run import RunOutcome, RunRequest
 from agent.scripted_server import ScriptedServer
 from orchestrator.shift.engine import Shift, ShiftOptions, file_source
@@ -15,7 +16,7 @@ from tests.orchestrator.helpers import SANDBOX, agent_reply, make_repo, nightowl
 
 def options(repo: Path, out: Path, urls: list[str], **kw) -> ShiftOptions:
     return ShiftOptions(**{**dict(repo=repo, out=out, model="scripted", base_urls=urls, workers=2, sandbox=SANDBOX,
-                                  heartbeat_s=0.2, backoff_s=0.2, model_retries=1, model_timeout_s=5), **kw})
+                                  heartbeat_s=0.2, backoff_s=0.2, sampling=SamplingOptions(max_retries=1, timeout_s=5)), **kw})
 
 
 def test_a_shift_against_a_server_that_demands_a_key_runs(tmp_path, monkeypatch):

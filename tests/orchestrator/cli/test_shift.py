@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from agent.scripted_server import ScriptedServer
-from tests.orchestrator.helpers import SANDBOX, agent_reply, fingerprint, git, make_repo, nightowl_branches, write_tasks
+from tests.helpers import git
+from tests.orchestrator.helpers import SANDBOX, agent_reply, fingerprint, make_repo, nightowl_branches, write_tasks
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -81,7 +82,8 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
             proc = start(cmd)
             started_before = attempt_ends(out, "attempt_start")
             # kill some time after it got going: mid-attempt, mid-branch, mid-write
-            wait_for(lambda: attempt_ends(out, "attempt_start") > started_before or proc.poll() is not None)
+            wait_for(lambda before=started_before, proc=proc:
+                     attempt_ends(out, "attempt_start") > before or proc.poll() is not None)
             time.sleep(rng.uniform(0.0, 0.8))
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)

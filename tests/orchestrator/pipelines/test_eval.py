@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from agent.scripted_server import ScriptedServer
-from tests.orchestrator.helpers import SANDBOX, git
+from tests.helpers import git
+from tests.orchestrator.helpers import SANDBOX
 from training.evaluation.metrics import compare, outcome_of, paired_bootstrap
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -65,7 +66,9 @@ def run_eval(tasks: Path, out: Path, servers: list[ScriptedServer], *extra: str)
     proc = subprocess.run([*args, *extra], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
-    assert result == {k: v for k, v in json.loads((out / "eval.json").read_text()).items() if k != "per_task"}
+    saved = json.loads((out / "eval.json").read_text())
+    assert saved["format"] == "nightowl.eval/1"  # the file says its format; the printed object is the same eval
+    assert result == {k: v for k, v in saved.items() if k not in ("per_task", "format")}
     return result
 
 

@@ -14,18 +14,14 @@ from typing import Any
 import pytest
 
 from agent.scripted_server import ScriptedServer
+from tests.helpers import git, nightowl
 from tests.orchestrator.helpers import SANDBOX
-from tests.polyglot import git, make_polyglot_repo
+from tests.polyglot import make_polyglot_repo
 from training.synthesis.scripted_teacher import request_kind, target_of, teacher
 
 ROOT = Path(__file__).resolve().parents[3]
 FIELDS = {"id", "commit", "file", "function", "language", "category", "t1_run_dir", "t1_patch", "pr", "t2_run_dir",
           "t2_patch", "recall", "matched", "total"}
-
-
-def nightowl(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def generate_args(repo: Path, url: str, out: Path, samples: int, *extra: str) -> list[str]:

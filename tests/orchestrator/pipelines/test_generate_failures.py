@@ -7,16 +7,15 @@ import hashlib
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from agent.scripted_server import ScriptedServer
 from orchestrator.shift.store import Store
 from orchestrator.shift.tasks import TaskSpec
-from tests.orchestrator.pipelines.test_generate import ROOT, generate_args, nightowl, read_samples
-from tests.polyglot import git, make_polyglot_repo
+from tests.helpers import git, nightowl
+from tests.orchestrator.pipelines.test_generate import ROOT, generate_args, read_samples
+from tests.polyglot import make_polyglot_repo
 from training.synthesis.scripted_teacher import request_kind, teacher
 
 # Imported by the generate subprocess (PYTHONPATH): while the marker file exists, computing a rollout's patch
@@ -31,11 +30,6 @@ def run(self):
     return _real_run(self)
 agent.loop.Agent.run = run
 '''
-
-
-def nightowl_with(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, **env})
 
 
 def checkout_digest(repo: Path) -> str:
@@ -56,7 +50,7 @@ def test_a_bug_in_a_rollout_stops_generate_and_a_rerun_after_the_fix_completes(t
            "PYTHONPATH": f"{hook}{os.pathsep}{ROOT}"}
     out = tmp_path / "gen"
     with ScriptedServer(teacher) as server:
-        broken = nightowl_with(env, *generate_args(repo, server.base_url, out, 3, "--workers", "1"))
+        broken = nightowl(*generate_args(repo, server.base_url, out, 3, "--workers", "1"), env=env, timeout=600)
         assert broken.returncode == 70, broken.stderr[-2000:]
         said = " ".join(broken.stderr.split())
         assert said.count("internal error") == 1 and "injected bug in the agent loop" in said
@@ -67,7 +61,7 @@ def test_a_bug_in_a_rollout_stops_generate_and_a_rerun_after_the_fix_completes(t
         assert not (out / "samples.jsonl").exists() or read_samples(out) == []
 
         marker.unlink()  # the fix
-        fixed = nightowl_with(env, *generate_args(repo, server.base_url, out, 3, "--workers", "1"))
+        fixed = nightowl(*generate_args(repo, server.base_url, out, 3, "--workers", "1"), env=env, timeout=600)
         assert fixed.returncode == 0, fixed.stderr[-2000:]
     result = json.loads(fixed.stdout)
     assert result["stages"]["done"] == 3 and result["dropped"] == {}

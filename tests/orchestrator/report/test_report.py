@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,9 +18,9 @@ from orchestrator.report.generate_kind import collect as collect_generate
 from orchestrator.report.model import ReportOptions
 from orchestrator.report.svg import bar_chart, line_chart, nice_ticks
 from orchestrator.report.training_kind import collect as collect_training
+from tests.helpers import nightowl
 from tests.orchestrator.helpers import SANDBOX, make_repo
 
-ROOT = Path(__file__).resolve().parents[3]
 HOSTILE = "</script><script>window.bad=1</script><!-- & \u2028"
 
 
@@ -118,11 +116,6 @@ def test_a_directory_gets_one_section_per_kind_it_holds(tmp_path: Path) -> None:
     assert [k.name for k in detect_kinds(tmp_path)] == ["generate", "training"]
 
 
-def nightowl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "report", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
-
-
 def test_report_command_bad_input_is_one_line(tmp_path: Path) -> None:
     cases = {
         (str(tmp_path / "missing"),): "is not a directory",
@@ -134,17 +127,17 @@ def test_report_command_bad_input_is_one_line(tmp_path: Path) -> None:
     cases[(str(tmp_path / "gen"), "--usd-per-mtok", "cheap")] = "--usd-per-mtok must be"
     cases[(str(tmp_path / "gen"), "--out", str(tmp_path / "nowhere" / "r.html"))] = "does not exist"
     for args, message in cases.items():
-        result = nightowl(*args)
+        result = nightowl("report", *args, timeout=120)
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert (tmp_path / "gen" / "report.html").read_text() == "kept"
-    result = nightowl(str(tmp_path / "gen"))
+    result = nightowl("report", str(tmp_path / "gen"), timeout=120)
     assert result.returncode == 0 and "report written to" in result.stdout
     assert (tmp_path / "gen" / "report.html").read_text().startswith("<!doctype html>")
 
 
-# The eval and flywheel shapes below are the ones issue 10's code writes: orchestrator/pipelines/evaluate.py `run_eval`
+# The eval and flywheel shapes below are the ones the code writes: orchestrator/pipelines/evaluate.py `run_eval`
 # (eval.json: models = training.evaluation.metrics.ModelMetrics dumps, comparison(s) = Comparison dumps, per_task =
 # TaskOutcome dumps by model) and orchestrator/pipelines/flywheel.py `finish_round` (rounds.jsonl lines, round-N/report.md,
 # DIR/best.json = Best; train writes round-N/adapter/training_report.json; the eval runs into round-N/eval/).

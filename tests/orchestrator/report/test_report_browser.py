@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +11,10 @@ import pytest
 
 from agent.scripted_server import ScriptedServer
 from orchestrator.shift.engine import Shift, ShiftOptions, file_source
+from tests.helpers import nightowl
 from tests.orchestrator.helpers import SANDBOX, make_repo, task_of
 from tests.orchestrator.report.chromium import Chromium
 
-ROOT = Path(__file__).resolve().parents[3]
 N_TASKS = 30
 NEVER_SUBMIT = {"t-010", "t-011", "t-012"}
 HOSTILE = "t-003"
@@ -66,8 +64,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory):
 
 
 def nightowl_report(directory: Path, out: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "report", str(directory), "--out", str(out),
-                             "--usd-per-mtok", "0.2,0.8"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = nightowl("report", directory, "--out", out, "--usd-per-mtok", "0.2,0.8", timeout=300)
     assert result.returncode == 0, result.stderr
     assert out.is_file()
 
@@ -175,7 +172,7 @@ def test_thousand_samples_stay_responsive(shift_dir: Path, browser: Chromium, tm
 
 
 def test_eval_report_in_chromium(shift_dir: Path, browser: Chromium, tmp_path: Path) -> None:
-    """An eval directory as `nightowl eval` leaves it (issue 10's run_eval): eval.json and a shift per model."""
+    """An eval directory as `nightowl eval` leaves it (`run_eval`): eval.json and a shift per model."""
     shutil.copytree(shift_dir, tmp_path / "eval" / "models" / "scripted-0a1b2c3d")
     per_task = [{"task_id": f"t-{i:03d}", "exit_status": "submitted", "submitted": True, "steps": 3, "valid_steps": 3,
                  "tokens": 100, "wall_s": 1.0, "recall": (i % 5) / 4, "resolved": None} for i in range(N_TASKS)]

@@ -6,17 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from agent.chat_template import is_tools_wrapper, renders_tools
-from orchestrator.cli.main import app
+from tests.helpers import nightowl_in_process
 from tests.training.gguf_files import SMOLLM2_TEMPLATE, write_tiny_gguf
-
-runner = CliRunner()
-
-
-def nightowl(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +25,7 @@ def test_import_writes_a_checkpoint_transformers_loads_and_serve_accepts(tiny_gg
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "models" / "tiny"
-    result = nightowl("model", "import", tiny_gguf, "--out", out, "--dtype", "float32")
+    result = nightowl_in_process("model", "import", tiny_gguf, "--out", out, "--dtype", "float32")
     assert result.exit_code == 0, result.output
     assert f"-> {out}" in result.output and "LlamaForCausalLM" in result.output
     assert "wrapped" in result.output and "tool-call parser hermes" in result.output
@@ -59,7 +52,7 @@ def test_import_writes_a_checkpoint_transformers_loads_and_serve_accepts(tiny_gg
     assert report["chat_template"]["original"] == SMOLLM2_TEMPLATE
     assert len(report["sha256"]) == 64 and report["parameters"] > 0
 
-    served = nightowl("serve", "--model", out, "--dry-run", "--device", "cpu")
+    served = nightowl_in_process("serve", "--model", out, "--dry-run", "--device", "cpu")
     assert served.exit_code == 0, served.output
     assert "--tool-call-parser" in served.output and "hermes" in served.output
 
@@ -71,7 +64,7 @@ def test_a_directory_holding_one_gguf_file_is_imported(tiny_gguf: Path, tmp_path
     (folder / "README.md").write_text("a model\n")
     out = tmp_path / "out"
     out.mkdir()  # an existing empty directory is fine
-    result = nightowl("model", "import", folder, "--out", out)
+    result = nightowl_in_process("model", "import", folder, "--out", out)
     assert result.exit_code == 0, result.output
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
 
@@ -104,12 +97,12 @@ def test_bad_input_gets_one_line_exit_2_and_leaves_nothing(tiny_gguf: Path, tmp_
         ([tiny_gguf, "--dtype", "float16"], "--dtype must be bfloat16 or float32"),
     ]
     for n, (args, message) in enumerate(cases):
-        result = nightowl("model", "import", *args, "--out", outs / f"o{n}")
+        result = nightowl_in_process("model", "import", *args, "--out", outs / f"o{n}")
         assert result.exit_code == 2, (args, result.output)
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], (args, result.output)
         assert not (outs / f"o{n}").exists()
-    result = nightowl("model", "import", tiny_gguf, "--out", taken)
+    result = nightowl_in_process("model", "import", tiny_gguf, "--out", taken)
     assert result.exit_code == 2 and "already exists and is not empty" in result.output
     assert sorted(p.name for p in taken.iterdir()) == ["keep.txt"]
     assert leftovers(outs) == [] and leftovers(tmp_path) == []
@@ -120,7 +113,7 @@ def test_an_architecture_vllm_does_not_serve_is_refused(tiny_gguf: Path, tmp_pat
     import orchestrator.serving.model_import as model_import
 
     monkeypatch.setattr(model_import, "vllm_serves", lambda cls: (False, f"vLLM 9.9 does not serve {cls}"))
-    result = nightowl("model", "import", tiny_gguf, "--out", tmp_path / "out")
+    result = nightowl_in_process("model", "import", tiny_gguf, "--out", tmp_path / "out")
     assert result.exit_code == 2
     assert "vLLM 9.9 does not serve LlamaForCausalLM" in result.output and not (tmp_path / "out").exists()
 
@@ -144,7 +137,7 @@ def test_a_failure_during_conversion_leaves_nothing_half_written(tiny_gguf: Path
 
 def test_a_gguf_without_a_chat_template_is_imported_and_says_so(tmp_path: Path) -> None:
     base_model = write_tiny_gguf(tmp_path / "base.gguf", chat_template=None)
-    result = nightowl("model", "import", base_model, "--out", tmp_path / "out")
+    result = nightowl_in_process("model", "import", base_model, "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert "chat template: none: the GGUF has no chat template" in result.output
     assert not (tmp_path / "out" / "chat_template.jinja").exists()

@@ -26,9 +26,12 @@ from orchestrator.serving.vllm_server import (
     unload_adapter,
     vllm_launcher,
 )
+from tests.helpers import nightowl
 from tests.orchestrator.serving.checkpoint_fixtures import TEMPLATES, make_adapter, make_checkpoint
 
 ROOT = Path(__file__).resolve().parents[3]
+OFFLINE = {"HF_HUB_OFFLINE": "1"}
+"""The commands never reach the Hugging Face hub: a model that is not local is refused at once."""
 
 
 def flag(argv: list[str], name: str) -> str:
@@ -192,15 +195,10 @@ def test_api_key_required_beyond_loopback(checkpoint: Path) -> None:
     assert "s3cret" not in shown and "VLLM_API_KEY=<hidden>" in shown
 
 
-def nightowl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
-
-
 def test_serve_dry_run_prints_one_argument_per_line(tmp_path: Path) -> None:
     model = make_checkpoint(tmp_path / "GLM-4.6", "glm4_moe", TEMPLATES["glm"])
     result = nightowl("serve", "--model", str(model), "--device", "cuda", "--lora", "--dry-run", "--",
-                      "--tensor-parallel-size", "8", "--max-num-seqs", "32")
+                      "--tensor-parallel-size", "8", "--max-num-seqs", "32", env=OFFLINE, timeout=120)
     assert result.returncode == 0, result.stderr
     lines = [line.removesuffix(" \\") for line in result.stdout.splitlines()]
     assert lines[0] == "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True"
@@ -220,17 +218,17 @@ def git_repo(path: Path) -> str:
 
 
 def test_serve_and_run_refuse_a_missing_model_in_one_line(tmp_path: Path) -> None:
-    served = nightowl("serve", "--model", "/tmp/nightowl-nope", "--dry-run")
+    served = nightowl("serve", "--model", "/tmp/nightowl-nope", "--dry-run", env=OFFLINE, timeout=120)
     assert served.returncode == 2
     assert served.stderr.strip().count("\n") == 0 and "no such directory, and not a hub id" in served.stderr
-    ran = nightowl("run", git_repo(tmp_path), "--task", "x", "--model", "/tmp/nightowl-nope", "--out", str(tmp_path / "o"))
+    ran = nightowl("run", git_repo(tmp_path), "--task", "x", "--model", "/tmp/nightowl-nope", "--out", str(tmp_path / "o"), env=OFFLINE, timeout=120)
     assert ran.returncode == 2 and "no such directory, and not a hub id" in ran.stderr
     assert "Traceback" not in ran.stderr and not (tmp_path / "o").exists()
 
 
 def test_run_refuses_serving_flags_with_a_base_url(tmp_path: Path) -> None:
     ran = nightowl("run", git_repo(tmp_path), "--task", "x", "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
-                   "--tensor-parallel-size", "2", "--", "--max-num-seqs", "4")
+                   "--tensor-parallel-size", "2", "--", "--max-num-seqs", "4", env=OFFLINE, timeout=120)
     assert ran.returncode == 2
     assert "--tensor-parallel-size, arguments after --: only for a server nightowl starts itself" in ran.stderr
 
@@ -387,9 +385,9 @@ def test_shift_without_base_url_validates_the_model_first(tmp_path: Path) -> Non
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text('{"task": "x"}\n')
     shifted = nightowl("shift", git_repo(tmp_path), "--tasks", str(tasks), "--model", "/tmp/nightowl-nope",
-                       "--out", str(tmp_path / "shift"))
+                       "--out", str(tmp_path / "shift"), env=OFFLINE, timeout=120)
     assert shifted.returncode == 2 and "no such directory, and not a hub id" in shifted.stderr
     assert not (tmp_path / "shift" / "vllm.log").exists()
     flagged = nightowl("shift", str(tmp_path), "--tasks", str(tasks), "--model", "m", "--out", str(tmp_path / "s2"),
-                       "--base-url", "http://127.0.0.1:9/v1", "--max-model-len", "auto")
+                       "--base-url", "http://127.0.0.1:9/v1", "--max-model-len", "auto", env=OFFLINE, timeout=120)
     assert flagged.returncode == 2 and "--max-model-len: only for a server nightowl starts itself" in flagged.stderr

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.model import SamplingOptions
 from agent.scripted_server import ScriptedServer
 from orchestrator.shift.engine import Shift, ShiftOptions, file_source
 from tests.orchestrator.helpers import (
@@ -19,9 +20,10 @@ from tests.orchestrator.helpers import (
 )
 
 
-def options(repo: Path, out: Path, urls: list[str], **kw) -> ShiftOptions:
+def options(repo: Path, out: Path, urls: list[str], model_retries: int = 1, model_timeout_s: float = 5,
+            **kw) -> ShiftOptions:
     base = dict(repo=repo, out=out, model="scripted", base_urls=urls, workers=8, sandbox=SANDBOX,
-                heartbeat_s=0.2, backoff_s=0.2, model_retries=1, model_timeout_s=5)
+                heartbeat_s=0.2, backoff_s=0.2, sampling=SamplingOptions(max_retries=model_retries, timeout_s=model_timeout_s))
     base.update(kw)
     return ShiftOptions(**base)
 

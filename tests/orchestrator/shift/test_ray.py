@@ -7,7 +7,8 @@ import ray  # the test install includes Ray: a missing or broken one fails here,
 
 from agent.scripted_server import ScriptedServer
 from orchestrator.shift.engine import Shift, ShiftOptions, file_source
-from tests.orchestrator.helpers import SANDBOX, agent_reply, fingerprint, git, make_repo, nightowl_branches, write_tasks
+from tests.helpers import git
+from tests.orchestrator.helpers import SANDBOX, agent_reply, fingerprint, make_repo, nightowl_branches, write_tasks
 
 
 @pytest.mark.slow

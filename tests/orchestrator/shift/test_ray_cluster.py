@@ -21,7 +21,8 @@ from orchestrator.errors import UsageError
 from orchestrator.shift.engine import Shift, ShiftOptions, file_source
 from orchestrator.shift.executors import RayPlacement
 from orchestrator.shift.ray_executor import RayExecutor, check_nodes_see
-from tests.orchestrator.helpers import SANDBOX, agent_reply, git, make_repo, nightowl_branches, write_tasks
+from tests.helpers import git
+from tests.orchestrator.helpers import SANDBOX, agent_reply, make_repo, nightowl_branches, write_tasks
 
 RAY = str(Path(sys.executable).with_name("ray"))
 # Ray's default token authentication stays on, as for a user: the nodes and this process (RAY_AUTH_MODE set in

@@ -4,7 +4,8 @@ import sqlite3
 from agent.scripted_server import ScriptedServer
 from orchestrator.shift.engine import Shift, ShiftOptions, file_source
 from orchestrator.shift.store import SCHEMA_VERSION, Store
-from tests.orchestrator.helpers import SANDBOX, agent_reply, git, make_repo, nightowl_branches, write_tasks
+from tests.helpers import git
+from tests.orchestrator.helpers import SANDBOX, agent_reply, make_repo, nightowl_branches, write_tasks
 
 
 def run(repo, out, tasks, url):

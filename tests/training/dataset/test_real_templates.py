@@ -151,7 +151,7 @@ def test_untrained_rows_of_emitted_special_tokens_are_found_and_reported(tiny_mo
     report = train(TrainOptions(base=str(base), data=data, out=tmp_path / "adapter", max_steps=1), log=lines.append)
     warning = next(line for line in lines if line.startswith("warning:"))
     assert "3 token(s) the chat template emits have untrained embedding rows" in warning and str(base) in warning
-    assert report["mask"]["train"]["untrained_special_tokens"] == found
+    assert report.mask["train"]["untrained_special_tokens"] == found
 
 
 def test_a_template_that_renders_reasoning_keeps_it_inside_the_wrapper(smollm2_tokenizer) -> None:

@@ -6,11 +6,11 @@ expectation are controls that must be kept.
 """
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import git
 from training.synthesis.code_kinds import (
     generator_header,
     header_attributions,
@@ -27,10 +27,6 @@ JS = "function {name}(x) {{\n  const y = x + 1;\n  return y;\n}}\n"
 GO = "package p\n\nfunc {name}(x int) int {{\n\ty := x + 1\n\treturn y\n}}\n"
 JAVA = "class {name} {{\n  int f(int x) {{\n    int y = x + 1;\n    return y;\n  }}\n}}\n"
 TS = "export function {name}(x: number): number {{\n  const y = x + 1;\n  return y;\n}}\n"
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
 
 
 def make_repo(root: Path, files: dict[str, str | bytes], message: str = "fixture") -> Path:

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.polyglot import git, make_polyglot_repo
+from tests.helpers import git
+from tests.polyglot import make_polyglot_repo
 from training.synthesis.functions import list_functions, plan_samples, sample_functions
 
 EXPECTED = {

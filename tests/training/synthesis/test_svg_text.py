@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from sandbox.errors import UserError
-from tests.polyglot import git, make_polyglot_repo
+from tests.helpers import git
+from tests.polyglot import make_polyglot_repo
 from training.synthesis.categories import CATEGORIES, pick_category
 from training.synthesis.demonstrations import GENERIC, demonstration_pool, from_file, pick_demonstration
 from training.synthesis.outputs import extract_output, parse_yes_no
