@@ -140,6 +140,7 @@ def mine_history(repo: Path, since: datetime, until: datetime | None = None, max
         check = TestCheck(files=tests, patch=test_patch, command=command) if command and test_patch else None
         tasks.append(HistoryTask(
             id=f"hist-{commit.hexsha[:10]}", task=message, commit=parent, reference_patch=reference, tests=check,
-            source_commit=commit.hexsha, repo=str(repo), committed_at=commit.committed_datetime.astimezone(timezone.utc).isoformat(),
+            source_commit=commit.hexsha, repo=str(repo),
+            committed_at=commit.committed_datetime.astimezone(timezone.utc).isoformat(),
             holdout_since=since.astimezone(timezone.utc).isoformat()))
     return MiningReport(tasks=tasks, skipped=skipped)

@@ -114,12 +114,11 @@ def test_the_same_infrastructure_error_twice_is_the_tasks_error(tmp_path):
         store.add_tasks([TaskSpec(id="t", task="x")], source="test")
         runs = tmp_path / "runs"
         for n in (1, 2):
-            task, attempt = store.claim_next("http://server", runs)
+            _, attempt = store.claim_next("http://server", runs)
             state = store.finish_attempt(attempt.id, "infrastructure_error",
                                          f"GitError: git add -A failed in {runs}/{attempt.run_id}/workspace: fatal: "
                                          "failed to encode 'a.inc'", 0, 0, counts=False, final=False, max_attempts=1)
             assert state == ("queued" if n == 1 else "failed")
-        task, attempt = (None, None)
     finally:
         store.close()
     db = sqlite3.connect(tmp_path / "shift.sqlite")
