@@ -141,6 +141,9 @@ class ShiftSettings(Strict):
     stall_s: float = same_as(ShiftOptions, "stall_s")
     executor: Literal[EXECUTORS] = "local"  # type: ignore[valid-type]
     ray_address: str | None = None
+    ray_cpus_per_agent: float = Field(default=1.0, gt=0)
+    ray_memory_mb_per_agent: int | None = Field(default=None, gt=0)
+    """None: [sandbox] memory_mb, what one agent's commands may use."""
     workdir: Path | None = None
     """Where workers keep their reusable workspaces (default OUT/workspaces; a tmpfs such as /dev/shm is fastest)."""
 

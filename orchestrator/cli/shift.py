@@ -84,6 +84,8 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         dangerously_no_sandbox: bool = typer.Option(False, "--dangerously-no-sandbox", help="Run agent commands without isolation."),
         executor: Optional[str] = typer.Option(None, "--executor", help=default("shift.executor", f"{' or '.join(EXECUTORS)} (threads or a Ray cluster).")),
         ray_address: Optional[str] = typer.Option(None, "--ray-address", help=default("shift.ray_address", "Ray cluster (none: start a local one).")),
+        ray_cpus_per_agent: Optional[float] = typer.Option(None, "--ray-cpus-per-agent", min=0.01, help=default("shift.ray_cpus_per_agent", "CPUs each attempt asks the Ray cluster for.")),
+        ray_memory_per_agent: Optional[int] = typer.Option(None, "--ray-memory-per-agent", min=1, help=default("shift.ray_memory_mb_per_agent", "MiB each attempt asks the Ray cluster for (none: the sandbox's memory limit).")),
         api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help=default("model.api_key_env", "Environment variable with the servers' API key.")),
         config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
         as_json: bool = typer.Option(False, "--json", help="No dashboard; print one JSON object at the end."),
@@ -99,6 +101,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         from orchestrator.serving.vllm_server import VLLMServer
         from orchestrator.shift.dashboard import LiveBoard
         from orchestrator.shift.engine import Shift, ShiftOptions, file_source
+        from orchestrator.shift.executors import RayPlacement
 
         flags = {k: v for k, v in locals().items() if k in SERVING_FLAGS}
 
@@ -115,7 +118,9 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
             "agent.command_timeout_s": (command_timeout, "--command-timeout"),
             "sandbox.kind": (sandbox_flag(sandbox), "--sandbox"), "shift.executor": (executor, "--executor"),
             "shift.ray_address": (ray_address, "--ray-address"), "model.api_key_env": (api_key_env, "--api-key-env"),
-            "shift.workdir": (workdir, "--workdir"), "serve.device": (device, "--device")}))
+            "shift.workdir": (workdir, "--workdir"), "serve.device": (device, "--device"),
+            "shift.ray_cpus_per_agent": (ray_cpus_per_agent, "--ray-cpus-per-agent"),
+            "shift.ray_memory_mb_per_agent": (ray_memory_per_agent, "--ray-memory-per-agent")}))
         s, sh = loaded.settings, loaded.settings.shift
         missing = [flag for flag, value in (("--tasks", sh.tasks), ("--model", s.model.name), ("--out", sh.out))
                    if not value]
@@ -142,6 +147,8 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
                                token_budget=sh.token_budget, max_attempts=sh.max_attempts,
                                max_infra_retries=sh.max_infra_retries, stall_s=sh.stall_s, sandbox=kind,
                                executor=sh.executor, ray_address=sh.ray_address, workdir=sh.workdir,
+                               ray_placement=RayPlacement(cpus_per_agent=sh.ray_cpus_per_agent,
+                                                          memory_mb_per_agent=sh.ray_memory_mb_per_agent),
                                agent=AgentConfig(**s.agent.model_dump()),
                                sampling=SamplingOptions(**s.model.model_dump(exclude={"name", "base_url"})),
                                limits=s.sandbox.resource_limits(), policy=s.sandbox.policy())

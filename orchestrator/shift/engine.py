@@ -31,7 +31,7 @@ from orchestrator.shift.branches import BranchConflict, ensure_branch
 from orchestrator.shift.chat import chat_once
 from orchestrator.shift.endpoints import Endpoint, EndpointPool
 from orchestrator.shift.events import EventLog
-from orchestrator.shift.executors import Executor, make_executor
+from orchestrator.shift.executors import Executor, RayPlacement, make_executor
 from orchestrator.shift.store import AttemptRow, Store, TaskRow
 from orchestrator.shift.summary import write_summary
 from orchestrator.shift.tasks import StaticTaskSource, TaskSource
@@ -85,6 +85,8 @@ class ShiftOptions(BaseModel):
     sandbox: SandboxKind = "auto"
     executor: str = "local"
     ray_address: str | None = None
+    ray_placement: RayPlacement = Field(default_factory=RayPlacement)
+    """What each attempt asks a Ray cluster for; memory None: the sandbox's memory limit (limits.memory_mb)."""
     agent: AgentConfig = Field(default_factory=AgentConfig)
     """Each attempt's agent limits (max_steps, max_wall_s, command timeout, ...); a task's own max_steps wins."""
     sampling: SamplingOptions = Field(default_factory=SamplingOptions)
@@ -172,6 +174,14 @@ class Shift:
 
     # --- life cycle -----------------------------------------------------------------------------------
 
+    def ray_placement(self) -> RayPlacement:
+        """Memory per attempt defaults to what its sandbox lets it use, so Ray never packs more agents on a node
+        than the node can hold."""
+        placement = self.opt.ray_placement
+        if placement.memory_mb_per_agent is None and self.opt.limits.memory_mb:
+            placement = placement.model_copy(update={"memory_mb_per_agent": self.opt.limits.memory_mb})
+        return placement
+
     def run(self, install_signals: bool = False, on_start: Callable[["Shift"], None] = lambda s: None,
             on_end: Callable[["Shift"], None] = lambda s: None) -> ShiftReport:
         """Runs the shift to completion or until stopped; `on_start`/`on_end` bracket the live part (dashboard)."""
@@ -199,7 +209,8 @@ class Shift:
                 if not group.pool.any_healthy():
                     self.events.emit("dispatch_paused", reason="no healthy model server", roles=list(group.roles))
             executor = self.executor_override or make_executor(
-                self.opt.executor, self.opt.ray_address, self.opt.workers, self.opt.workdir or self.out / WORKSPACES)
+                self.opt.executor, self.opt.ray_address, self.opt.workers, self.opt.workdir or self.out / WORKSPACES,
+                placement=self.ray_placement(), readable=[self.opt.repo], writable=[self.out])
             if install_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     old_handlers[sig] = signal.signal(sig, self.on_signal)

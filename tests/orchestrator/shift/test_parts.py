@@ -64,3 +64,30 @@ def test_token_budget_stops_the_shift(tmp_path):
         report = Shift(opts, sources=[file_source(tasks)]).run()
     assert report.stopped == "token_budget" and not report.complete
     assert report.counts["states"]["running"] == 0
+
+
+def test_ray_attempts_ask_for_the_sandbox_memory_unless_told(tmp_path):
+    from orchestrator.shift.executors import RayPlacement
+    from sandbox.limits import ResourceLimits
+
+    repo = make_repo(tmp_path / "repo")
+
+    def placement(**kw):
+        return Shift(ShiftOptions(repo=repo, out=tmp_path / "out", model="m", base_urls=["http://x"], **kw),
+                     sources=[]).ray_placement()
+    assert placement(limits=ResourceLimits(memory_mb=3000)) == RayPlacement(cpus_per_agent=1, memory_mb_per_agent=3000)
+    told = RayPlacement(cpus_per_agent=0.5, memory_mb_per_agent=700)
+    assert placement(limits=ResourceLimits(memory_mb=3000), ray_placement=told) == told
+    assert placement(limits=ResourceLimits(memory_mb=None)).memory_mb_per_agent is None
+
+
+def test_shift_flags_reach_the_ray_placement(tmp_path):
+    from orchestrator.cli.config import given
+    from orchestrator.settings import load_settings
+
+    s = load_settings(None, None, given({"shift.ray_cpus_per_agent": (2.5, "--ray-cpus-per-agent"),
+                                         "shift.ray_memory_mb_per_agent": (900, "--ray-memory-per-agent")})).settings
+    assert (s.shift.ray_cpus_per_agent, s.shift.ray_memory_mb_per_agent) == (2.5, 900)
+    (tmp_path / "nightowl.toml").write_text("[shift]\nray_cpus_per_agent = 0\n")
+    with pytest.raises(UsageError, match="ray_cpus_per_agent"):
+        load_settings(tmp_path / "nightowl.toml", None, {})
