@@ -202,7 +202,8 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
             tasks=tasks.resolve(), samples=samples, commits=commits, student_as_teacher=student_as_teacher,
             metric=metric, workers=workers, max_steps=max_steps, max_tokens=max_tokens, sandbox=sandbox,
             tool_choice=tool_choice, train_args=shlex.split(train_args), generate_args=shlex.split(generate_args),
-            until=until, deadline=deadline, train_devices=train_gpus)
+            until=until, deadline=deadline, train_devices=train_gpus,
+            config=config_file.resolve() if config_file else None)
         wheel = Flywheel(options, options_of=command_options(app),
                          log=lambda line: console.print(f"[dim]{line}[/]", highlight=False),
                          show=lambda text: console.print(text, highlight=False, markup=False, soft_wrap=True),

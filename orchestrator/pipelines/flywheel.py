@@ -69,6 +69,8 @@ class FlywheelOptions(BaseModel):
     generate_args: list[str] = Field(default_factory=list)
     until: str | None = None
     deadline: float | None = None
+    config: Path | None = None
+    """The flywheel's --config file: every step reads it too."""
     train_devices: list[int] | None = None
     """GPU indices `train` runs on (CUDA_VISIBLE_DEVICES; several: one torchrun process each, DDP)."""
 
@@ -199,6 +201,9 @@ class Flywheel:
     def until_args(self) -> list[str]:
         return ["--until", self.opt.until] if self.opt.until else []
 
+    def config_args(self) -> list[Any]:
+        return ["--config", self.opt.config] if self.opt.config else []
+
     def step_generate(self, n: int, rdir: Path, best: Best | None) -> dict[str, Any] | None:
         assert best is not None
         if best.adapter:
@@ -221,7 +226,7 @@ class Flywheel:
                 "--seed", n, "--workers", self.opt.workers, "--max-steps", self.opt.max_steps, "--max-tokens",
                 self.opt.max_tokens, "--sandbox", self.opt.sandbox, "--tool-choice", self.opt.tool_choice, "--json",
                 *(["--commits", self.opt.commits] if self.opt.commits else []), *self.until_args(),
-                *self.opt.generate_args]
+                *self.config_args(), *self.opt.generate_args]
         return args
 
     def step_export(self, n: int, rdir: Path, best: Best | None) -> dict[str, Any] | None:
@@ -234,14 +239,14 @@ class Flywheel:
     def export_args(self, n: int, rdir: Path, dry_run: bool = False) -> list[Any]:
         sources = [self.out / f"round-{k}" / "generate" for k in range(1, n + 1)]
         return ["export", *[s for s in sources if dry_run or (s / "samples.jsonl").is_file()], "--out",
-                rdir / "dataset", "--val-share", "0"]
+                rdir / "dataset", "--val-share", "0", *self.config_args()]
 
     def step_release(self, n: int, rdir: Path, best: Best | None) -> dict[str, Any]:
         return {**self.server.release(), "train_devices": self.opt.train_devices}
 
     def train_args(self, rdir: Path) -> list[Any]:
         return ["train", "--base", self.opt.base, "--data", rdir / "dataset", "--out", rdir / "adapter",
-                *self.opt.train_args]
+                *self.config_args(), *self.opt.train_args]
 
     def train_launch(self) -> tuple[dict[str, str], list[str] | None]:
         """The environment (the training GPUs) and, for several GPUs, torchrun with one process per GPU."""
@@ -284,7 +289,8 @@ class Flywheel:
             "eval", "--tasks", self.opt.tasks, "--repo", self.opt.repo, "--model", best.model, "--model", name,
             "--base-url", self.opt.student_url, "--out", rdir / "eval", "--metric", self.opt.metric,
             "--workers", self.opt.workers, "--max-steps", self.opt.max_steps, "--max-tokens", self.opt.max_tokens,
-            "--sandbox", self.opt.sandbox, "--tool-choice", self.opt.tool_choice, "--json", *self.until_args()]
+            "--sandbox", self.opt.sandbox, "--tool-choice", self.opt.tool_choice, "--json", *self.until_args(),
+            *self.config_args()]
 
     def dry_run(self, n: int = 1) -> list[str]:
         """The steps of round `n` in order, as they would run (nothing started, nothing written)."""

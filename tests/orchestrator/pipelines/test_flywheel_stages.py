@@ -71,3 +71,18 @@ def test_a_failed_step_says_its_exit_status_and_reason(tmp_path: Path) -> None:
     assert str(failed("train", log, StageFailed("killed", exit_code=137))).startswith(
         "train failed (exit 137): error: the dataset holds no rows;")
     assert "failed (exit 70): internal error: RuntimeError: boom" in str(failed("eval", log, RuntimeError("boom")))
+
+
+def test_the_flywheels_config_file_reaches_every_step(tmp_path: Path) -> None:
+    repo = tmp_path / "calc"
+    subprocess.run([ROOT / "examples" / "make_example_repo.sh", repo], check=True, capture_output=True)
+    config = tmp_path / "team.toml"
+    config.write_text("[generate]\ntemperature = 0.3\n[export]\nmin_recall = 0.25\n[train]\nrank = 4\n"
+                      "[eval]\nseed = 7\n")
+    fly = wheel(repo, tmp_path / "fly", config=config)
+    rdir, best = tmp_path / "fly" / "round-1", Best(model="base")
+    assert fly.options_of(fly.generate_args(1, rdir, best)).temperature == 0.3
+    assert fly.options_of(fly.export_args(1, rdir, dry_run=True)).min_recall == 0.25
+    assert fly.options_of(fly.train_args(rdir)).rank == 4
+    assert "--config" in map(str, fly.eval_args(1, rdir, best))
+    assert fly.options_of(fly.eval_args(1, rdir, best)).seed == 7
