@@ -20,11 +20,14 @@ beside them carries their format), and store.sqlite versions itself by its schem
     val.jsonl, training_report.json)
 `nightowl bench-history`: nightowl-holdout.json (HOLDOUT_FILE) in the repository's git directory
 
-Not versioned yet: the resume records only the command that wrote them reads (eval's checks.json, resolved.json
-and models/<model>/elapsed.json, the flywheel's round-N/<step>.json).
+The resume records only the command that wrote them reads are versioned the same way: eval's checks.json and
+models/<model>/resolved.json (TASK_CACHE: {"format", "tasks": {task id: bool}}; a file from before versions is
+the bare mapping), models/<model>/elapsed.json (ELAPSED_FILE) and the flywheel's round-N/<step>.json
+(ROUND_STEP_FILE).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +65,19 @@ EVAL = "eval.json"
 EVAL_FILE = FileFormat("eval", 1)
 EVAL_MODELS = "models"
 
+CHECKS = "checks.json"
+RESOLVED = "resolved.json"
+TASK_CACHE = FileFormat("task-cache", 2)
+"""checks.json / resolved.json: a verdict per task id (version 1, before formats, was the bare mapping)."""
+ELAPSED = "elapsed.json"
+ELAPSED_FILE = FileFormat("elapsed", 1)
+
 ROUNDS = "rounds.jsonl"
 ROUND_LINE = FileFormat("round", 1)
 BEST = "best.json"
 BEST_FILE = FileFormat("best", 1)
 BEST_LINK = "best"
+ROUND_STEP_FILE = FileFormat("round-step", 1)
 ROUND_REPORT = "report.md"
 
 
@@ -106,3 +117,34 @@ def sample_line(record: dict[str, Any]) -> str:
 def event_line(record: dict[str, Any]) -> str:
     """One line of events.jsonl, without its newline."""
     return EVENT_LINE.dumps(record, default=str)
+
+
+def task_cache_json(verdicts: dict[str, bool]) -> str:
+    return TASK_CACHE.dumps({"tasks": verdicts}, indent=1) + "\n"
+
+
+def read_task_cache(path: Path) -> dict[str, bool]:
+    """checks.json / resolved.json as {task id: verdict}; {} when there is none yet."""
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data if TASK_CACHE.version_of(data, path) == 1 else data["tasks"]
+
+
+def elapsed_json(seconds: float) -> str:
+    return ELAPSED_FILE.dumps({"seconds": seconds}) + "\n"
+
+
+def read_elapsed(path: Path) -> float | None:
+    return ELAPSED_FILE.load(path)["seconds"] if path.is_file() else None
+
+
+def round_step_json(record: dict[str, Any]) -> str:
+    return ROUND_STEP_FILE.dumps(record, indent=1) + "\n"
+
+
+def read_round_step(path: Path) -> dict[str, Any]:
+    """A finished step's record without its format field; {} when the step has not finished."""
+    if not path.is_file():
+        return {}
+    return {k: v for k, v in ROUND_STEP_FILE.load(path).items() if k != "format"}

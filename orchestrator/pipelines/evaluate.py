@@ -6,7 +6,6 @@ task's tests fail before any change; OUT/eval.json is the result.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 from copy import copy
@@ -19,7 +18,17 @@ from agent.loop import AgentConfig
 from agent.model import SamplingOptions
 from agent.trajectory import read_run_trajectory, write_text_atomic
 from orchestrator.errors import UsageError
-from orchestrator.layout import EVAL, eval_json
+from orchestrator.layout import (
+    CHECKS,
+    ELAPSED,
+    EVAL,
+    RESOLVED,
+    elapsed_json,
+    eval_json,
+    read_elapsed,
+    read_task_cache,
+    task_cache_json,
+)
 from orchestrator.pipelines.eval_checks import tests_pass
 from orchestrator.shift.endpoints import probe
 from orchestrator.shift.engine import Shift, ShiftOptions
@@ -100,25 +109,20 @@ def run_model(options: EvalOptions, model: EvalModel) -> bool:
         sources=[StaticTaskSource(options.tasks, name=str(options.tasks_file))])
     started = time.monotonic()
     report = shift.run(install_signals=True)
-    elapsed_path = directory / "elapsed.json"
-    before = json.loads(elapsed_path.read_text())["seconds"] if elapsed_path.is_file() else 0.0
-    write_text_atomic(elapsed_path, json.dumps({"seconds": before + time.monotonic() - started}) + "\n")
+    elapsed_path = directory / ELAPSED
+    write_text_atomic(elapsed_path, elapsed_json((read_elapsed(elapsed_path) or 0.0) + time.monotonic() - started))
     return report.complete
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def fails_before(options: EvalOptions) -> dict[str, bool]:
     """Which tasks' checks fail at the start commit (only those can show a resolve); cached in OUT/checks.json."""
-    path = options.out / "checks.json"
-    cache = read_json(path)
+    path = options.out / CHECKS
+    cache = read_task_cache(path)
     for spec in options.tasks:
         if spec.tests is not None and spec.id not in cache:
             cache[spec.id] = not tests_pass(options.repo, spec.commit, spec.tests, "", options.sandbox,
                                             options.check_timeout_s)
-            write_text_atomic(path, json.dumps(cache, indent=1) + "\n")
+            write_text_atomic(path, task_cache_json(cache))
     return cache
 
 
@@ -129,8 +133,8 @@ def outcomes(options: EvalOptions, model: EvalModel, failing: dict[str, bool]) -
         results = {r["task_id"]: r for r in store.results()}
     finally:
         store.close()
-    resolved_path = directory / "resolved.json"
-    resolved = read_json(resolved_path)
+    resolved_path = directory / RESOLVED
+    resolved = read_task_cache(resolved_path)
     found = []
     for spec in options.tasks:
         row = results.get(spec.id)
@@ -140,7 +144,7 @@ def outcomes(options: EvalOptions, model: EvalModel, failing: dict[str, bool]) -
             patch = traj.get("patch", "") if traj and traj.get("exit_status") == "submitted" else ""
             resolved[spec.id] = bool(patch) and tests_pass(options.repo, spec.commit, spec.tests, patch,
                                                           options.sandbox, options.check_timeout_s)
-            write_text_atomic(resolved_path, json.dumps(resolved, indent=1) + "\n")
+            write_text_atomic(resolved_path, task_cache_json(resolved))
         found.append(outcome_of(spec.id, traj, spec.reference_patch, resolved.get(spec.id)))
     return found
 
@@ -170,7 +174,7 @@ def run_eval(options: EvalOptions) -> EvalResult:
     failing = fails_before(options)
     per_model = {m.name: outcomes(options, m, failing) for m in options.models}
     metrics = [summarize(m.name, per_model[m.name], m.price_per_mtok, m.gpu_hour_price,
-                         read_json(model_dir(options.out, m.name) / "elapsed.json").get("seconds"))
+                         read_elapsed(model_dir(options.out, m.name) / ELAPSED))
                for m in options.models]
     a = options.models[0].name
     comparisons = [compare(a, per_model[a], m.name, per_model[m.name], options.metric, options.bootstrap_samples,

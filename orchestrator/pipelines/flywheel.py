@@ -27,8 +27,17 @@ from pydantic import BaseModel, Field
 
 from agent.trajectory import write_text_atomic
 from orchestrator.errors import NightowlError, NothingProduced, UsageError
-from orchestrator.layout import BEST, ROUNDS, best_json, read_best_file, read_rounds, rounds_jsonl
-from orchestrator.pipelines.evaluate import EvalOptions, EvalResult, read_json, run_eval
+from orchestrator.layout import (
+    BEST,
+    ROUNDS,
+    best_json,
+    read_best_file,
+    read_round_step,
+    read_rounds,
+    round_step_json,
+    rounds_jsonl,
+)
+from orchestrator.pipelines.evaluate import EvalOptions, EvalResult, run_eval
 from orchestrator.pipelines.generate_run import GenerateResult, run_generate
 from orchestrator.pipelines.stage_process import StageFailed, exit_code_of, run_stage
 from orchestrator.serving.student import StudentServer, train_environment
@@ -151,7 +160,7 @@ class Flywheel:
         best = read_best(self.out, self.opt.base_name)
         if best.adapter:
             self.reload(best)
-        load = read_json(self.out / f"round-{n}" / "load.json")
+        load = read_round_step(self.out / f"round-{n}" / "load.json")
         if load.get("name") and load["name"] != best.model:
             self.reload_adapter(load["name"], Path(load["adapter"]))
         return True
@@ -176,7 +185,7 @@ class Flywheel:
             if result is None:
                 return False
             result["seconds"] = round(time.monotonic() - started, 1)
-            write_text_atomic(rdir / f"{step}.json", json.dumps(result, indent=1) + "\n")
+            write_text_atomic(rdir / f"{step}.json", round_step_json(result))
         self.finish_round(n, rdir)
         return True
 
@@ -321,10 +330,10 @@ class Flywheel:
 
     def step_decide(self, n: int, rdir: Path, best: Best | None) -> dict[str, Any]:
         assert best is not None
-        comparison = read_json(rdir / "eval.json")["comparison"]
+        comparison = read_round_step(rdir / "eval.json")["comparison"]
         promoted = comparison["verdict"] == "better"
         if promoted:
-            load = read_json(rdir / "load.json")
+            load = read_round_step(rdir / "load.json")
             promoted_best = Best(model=load["name"], adapter=load["adapter"], round=n)
             write_text_atomic(self.out / BEST, best_json(promoted_best.model_dump()))
             point_best_link(self.out, Path(load["adapter"]))
@@ -332,7 +341,7 @@ class Flywheel:
                 "best": read_best(self.out, self.opt.base_name).model_dump()}
 
     def finish_round(self, n: int, rdir: Path) -> None:
-        steps = {s: read_json(rdir / f"{s}.json") for s in STEPS}
+        steps = {s: read_round_step(rdir / f"{s}.json") for s in STEPS}
         decision, models = steps["decide"], steps["eval"]["models"]
         line = {"round": n, "candidate": steps["load"]["name"], "against": decision["against"]["model"],
                 "promoted": decision["promoted"], "verdict": decision["comparison"]["verdict"],

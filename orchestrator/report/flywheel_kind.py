@@ -17,6 +17,7 @@ from orchestrator.layout import (
     EVAL_FILE,
     ROUND_LINE,
     ROUND_REPORT,
+    ROUND_STEP_FILE,
     ROUNDS,
     TRAINING_REPORT,
     TRAINING_REPORT_FILE,
@@ -53,7 +54,7 @@ def read_object(path: Path, file_format: FileFormat) -> dict[str, Any]:
 
 
 def round_eval(round_dir: Path) -> dict[str, Any]:
-    return read_object(round_dir / "eval" / EVAL, EVAL_FILE) or read_object(round_dir / EVAL, EVAL_FILE)
+    return read_object(round_dir / "eval" / EVAL, EVAL_FILE) or read_object(round_dir / EVAL, ROUND_STEP_FILE)
 
 
 def training_report(round_dir: Path) -> Path | None:

@@ -3,30 +3,36 @@ newer nightowl is refused by every command that reads it in one line (exit 2, no
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from agent.file_format import NewerFormatError
 from orchestrator.cli.main import app
 from orchestrator.layout import (
     BEST_FILE,
+    ELAPSED_FILE,
     EVAL_FILE,
     ROUND_LINE,
     SAMPLE_LINE,
     best_json,
     eval_json,
     read_best_file,
+    read_elapsed,
     read_eval,
+    read_round_step,
     read_rounds,
+    read_task_cache,
+    round_step_json,
     rounds_jsonl,
     sample_line,
+    task_cache_json,
 )
 from orchestrator.report import build_report
 from orchestrator.report.eval_kind import METRIC_FIELDS, TABLE_FIELDS
 from orchestrator.shift.events import EventLog
+from tests.helpers import nightowl
 from tests.training.helpers import conversation, make_generate, make_shift, trajectory
 from training.dataset.sources import SOURCES, discover
 from training.evaluation.metrics import METRICS, SHOWN, ModelMetrics, TaskOutcome, value
@@ -34,11 +40,6 @@ from training.evaluation.metrics import METRICS, SHOWN, ModelMetrics, TaskOutcom
 ROOT = Path(__file__).resolve().parents[2]
 NEWER = "was written by a newer nightowl (format 9, this one reads up to 1): upgrade nightowl"
 runner = CliRunner()
-
-
-def nightowl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
 
 
 def assert_refused_in_one_line(output: str, path: Path) -> None:
@@ -80,6 +81,26 @@ def test_files_from_before_versions_read_as_version_1(tmp_path: Path) -> None:
     assert [c.source for c in discover(gen)] == ["svg-t1", "svg-t2"]
     html = build_report(tmp_path)
     assert "Flywheel" in html and "Eval" in html
+
+
+def test_resume_records_are_versioned_and_old_ones_still_resume(tmp_path: Path) -> None:
+    cache = tmp_path / "checks.json"
+    cache.write_text('{"t-1": true, "t-2": false}\n')  # before versions: the bare mapping
+    assert read_task_cache(cache) == {"t-1": True, "t-2": False}
+    cache.write_text(task_cache_json({"format": True, "t-2": False}))
+    assert json.loads(cache.read_text())["format"] == "nightowl.task-cache/2"
+    assert read_task_cache(cache) == {"format": True, "t-2": False}  # a task id never collides with the field
+    assert read_task_cache(tmp_path / "missing.json") == {}
+    step = tmp_path / "load.json"
+    step.write_text(round_step_json({"name": "r1", "seconds": 1.5}))
+    assert read_round_step(step) == {"name": "r1", "seconds": 1.5}
+    step.write_text('{"name": "r0"}\n')
+    assert read_round_step(step) == {"name": "r0"}
+    elapsed = tmp_path / "elapsed.json"
+    elapsed.write_text(json.dumps(newer(ELAPSED_FILE, {"seconds": 3})))
+    with pytest.raises(NewerFormatError, match="upgrade nightowl"):
+        read_elapsed(elapsed)
+    assert read_elapsed(tmp_path / "none.json") is None
 
 
 def newer(fmt, data: dict) -> dict:
