@@ -12,6 +12,9 @@ from rich.console import Console
 from orchestrator.cli.config import CONFIG_HELP, command_settings, default
 from orchestrator.console import console, out
 from orchestrator.errors import EXIT_STOPPED, UsageError
+from training.evaluation.metrics import METRICS
+
+METRIC_NAMES = ", ".join(METRICS)
 
 
 def named_values(pairs: list[str], option: str, models: list[str]) -> dict[str, float]:
@@ -93,7 +96,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         gpu_hour: list[str] = typer.Option([], "--gpu-hour-price", help="MODEL=USD per GPU-hour, for self-hosted models."),
         out_dir: Path = typer.Option(..., "--out", help="Eval directory; re-running with the same one resumes."),
         repo: Optional[Path] = typer.Option(None, "--repo", help="The repository (default: the one the tasks were mined from)."),
-        metric: Optional[str] = typer.Option(None, "--metric", help=default("eval.metric", "Compared metric: recall, submit, resolve or validity.")),
+        metric: Optional[str] = typer.Option(None, "--metric", help=default("eval.metric", f"Compared metric: {METRIC_NAMES}.")),
         workers: Optional[int] = typer.Option(None, "--workers", min=1, help=default("eval.workers")),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help=default("agent.max_steps")),
         max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help=default("model.max_tokens", "Most tokens per model reply.")),

@@ -12,6 +12,9 @@ import typer
 from orchestrator.cli.config import CONFIG_HELP, command_settings, default
 from orchestrator.console import console, plain
 from orchestrator.errors import EXIT_STOPPED, UsageError
+from training.evaluation.metrics import METRICS
+
+METRIC_NAMES = ", ".join(METRICS)
 
 
 def train_plan(base: str, train_args: list[str], devices: list[int] | None) -> dict[str, Any]:
@@ -101,7 +104,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         commits: Optional[str] = typer.Option(None, "--commits", help="Snapshots to generate from (default: the newest "
                                               "commit before the benchmark's cut-off, else HEAD)."),
         student_as_teacher: bool = typer.Option(False, "--student-as-teacher", help="Once a round is promoted, it is the teacher too."),
-        metric: Optional[str] = typer.Option(None, "--metric", help=default("flywheel.metric", "Promotion metric: recall, submit, resolve or validity.")),
+        metric: Optional[str] = typer.Option(None, "--metric", help=default("flywheel.metric", f"Promotion metric: {METRIC_NAMES}.")),
         workers: Optional[int] = typer.Option(None, "--workers", min=1, help=default("flywheel.workers")),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help=default("agent.max_steps")),
         max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help=default("model.max_tokens", "Most tokens per model reply (generate and eval).")),
