@@ -58,6 +58,11 @@ def write_tasks(path: Path, n: int, fmt: str = "jsonl") -> Path:
     return path
 
 
+def shift_inputs(tmp_path: Path, n: int) -> tuple[Path, Path, Path]:
+    """(repo, tasks file with n tasks, the --out path, not created) under tmp_path: what most shift tests start from."""
+    return make_repo(tmp_path / "repo"), write_tasks(tmp_path / "tasks.jsonl", n), tmp_path / "out"
+
+
 def task_of(request: dict[str, Any]) -> str:
     for m in request.get("messages", []):
         if m.get("role") == "user" and (found := TASK_ID.search(str(m.get("content")))):

@@ -13,7 +13,15 @@ import pytest
 
 from agent.scripted_server import ScriptedServer
 from tests.helpers import git
-from tests.orchestrator.helpers import SANDBOX, agent_reply, fingerprint, make_repo, nightowl_branches, write_tasks
+from tests.orchestrator.helpers import (
+    SANDBOX,
+    agent_reply,
+    fingerprint,
+    make_repo,
+    nightowl_branches,
+    shift_inputs,
+    write_tasks,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -71,10 +79,8 @@ def check_results(out: Path, repo: Path, n: int) -> None:
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume(tmp_path):
     rng = random.Random(5)
-    repo = make_repo(tmp_path / "repo")
+    repo, tasks, out = shift_inputs(tmp_path, 30)
     before = fingerprint(repo)
-    tasks = write_tasks(tmp_path / "tasks.jsonl", 30)
-    out = tmp_path / "out"
     kills = 0
     with ScriptedServer(lambda r: agent_reply(r, sleep=0.05)) as server:
         cmd = shift_cmd(repo, tasks, server.base_url, out)
@@ -108,10 +114,8 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
 
 @pytest.mark.slow
 def test_sigint_drains_then_resume_and_status_while_running(tmp_path):
-    repo = make_repo(tmp_path / "repo")
+    repo, tasks, out = shift_inputs(tmp_path, 12)
     before = fingerprint(repo)
-    tasks = write_tasks(tmp_path / "tasks.jsonl", 12)
-    out = tmp_path / "out"
     with ScriptedServer(lambda r: agent_reply(r, sleep=0.4)) as server:
         proc = start(shift_cmd(repo, tasks, server.base_url, out, 3))
         wait_for(lambda: attempt_ends(out) >= 2)

@@ -11,7 +11,7 @@ from agent.run import RunOutcome, RunRequest
 from agent.scripted_server import ScriptedServer
 from orchestrator.shift.engine import Shift, ShiftOptions, file_source
 from orchestrator.shift.executors import LocalExecutor
-from tests.orchestrator.helpers import SANDBOX, agent_reply, make_repo, nightowl_branches, write_tasks
+from tests.orchestrator.helpers import SANDBOX, agent_reply, nightowl_branches, shift_inputs
 
 
 class TrajectoryHidingExecutor(LocalExecutor):
@@ -30,9 +30,7 @@ class TrajectoryHidingExecutor(LocalExecutor):
 
 
 def run_shift(tmp_path: Path, executor: TrajectoryHidingExecutor) -> Path:
-    repo = make_repo(tmp_path / "repo")
-    tasks = write_tasks(tmp_path / "tasks.jsonl", 2)
-    out = tmp_path / "out"
+    repo, tasks, out = shift_inputs(tmp_path, 2)
     with ScriptedServer(agent_reply) as server:
         Shift(ShiftOptions(repo=repo, out=out, model="scripted", base_urls=[server.base_url], workers=2,
                            sandbox=SANDBOX, heartbeat_s=0.2, backoff_s=0.2, max_attempts=1,

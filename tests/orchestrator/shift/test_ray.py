@@ -8,15 +8,19 @@ import ray  # the test install includes Ray: a missing or broken one fails here,
 from agent.scripted_server import ScriptedServer
 from orchestrator.shift.engine import Shift, ShiftOptions, file_source
 from tests.helpers import git
-from tests.orchestrator.helpers import SANDBOX, agent_reply, fingerprint, make_repo, nightowl_branches, write_tasks
+from tests.orchestrator.helpers import (
+    SANDBOX,
+    agent_reply,
+    fingerprint,
+    nightowl_branches,
+    shift_inputs,
+)
 
 
 @pytest.mark.slow
 def test_ray_executor_runs_a_small_shift_stops_at_deadline_and_resumes(tmp_path):
-    repo = make_repo(tmp_path / "repo")
+    repo, tasks, out = shift_inputs(tmp_path, 4)
     before = fingerprint(repo)
-    tasks = write_tasks(tmp_path / "tasks.jsonl", 4)
-    out = tmp_path / "out"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         with ScriptedServer(lambda r: agent_reply(r, sleep=0.6)) as server:

@@ -22,7 +22,7 @@ from orchestrator.shift.engine import Shift, ShiftOptions, file_source
 from orchestrator.shift.executors import RayPlacement
 from orchestrator.shift.ray_executor import RayExecutor, check_nodes_see
 from tests.helpers import git
-from tests.orchestrator.helpers import SANDBOX, agent_reply, make_repo, nightowl_branches, write_tasks
+from tests.orchestrator.helpers import SANDBOX, agent_reply, nightowl_branches, shift_inputs
 
 RAY = str(Path(sys.executable).with_name("ray"))
 # Ray's default token authentication stays on, as for a user: the nodes and this process (RAY_AUTH_MODE set in
@@ -97,14 +97,17 @@ def shift_options(repo: Path, out: Path, base_url: str, **kw) -> ShiftOptions:
                         executor="ray", heartbeat_s=0.2, **kw)
 
 
+def on_the_cluster(cluster: Cluster, tmp_path: Path, n: int) -> tuple[Path, Path, Path, RayExecutor]:
+    """A repository, n tasks, --out and an executor on the cluster asking one CPU per agent: with one CPU per node,
+    two agents at once can only run on two nodes."""
+    repo, tasks, out = shift_inputs(tmp_path, n)
+    out.mkdir()
+    return repo, tasks, out, RayExecutor(cluster.address, 2, RayPlacement(cpus_per_agent=1), [repo], [out])
+
+
 @pytest.mark.slow
 def test_attempts_run_on_both_nodes(cluster: Cluster, tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo")
-    tasks = write_tasks(tmp_path / "tasks.jsonl", 4)
-    out = tmp_path / "out"
-    out.mkdir()
-    # one CPU per agent and one CPU per node: two agents at once can only run on two nodes
-    executor = RayExecutor(cluster.address, 2, RayPlacement(cpus_per_agent=1), [repo], [out])
+    repo, tasks, out, executor = on_the_cluster(cluster, tmp_path, 4)
     with ScriptedServer(lambda r: agent_reply(r, sleep=1.0)) as server:
         report = Shift(shift_options(repo, out, server.base_url), sources=[file_source(tasks)],
                        executor=executor).run()
@@ -116,11 +119,7 @@ def test_attempts_run_on_both_nodes(cluster: Cluster, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_an_attempt_on_a_node_that_dies_is_retried_on_the_other_once(cluster: Cluster, tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo")
-    tasks = write_tasks(tmp_path / "tasks.jsonl", 3)
-    out = tmp_path / "out"
-    out.mkdir()
-    executor = RayExecutor(cluster.address, 2, RayPlacement(cpus_per_agent=1), [repo], [out])
+    repo, tasks, out, executor = on_the_cluster(cluster, tmp_path, 3)
     second_id = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "second_node" in n["Resources"])
     with ScriptedServer(lambda r: agent_reply(r, sleep=3.0)) as server:
         shift = Shift(shift_options(repo, out, server.base_url), sources=[file_source(tasks)], executor=executor)

@@ -5,7 +5,7 @@ from agent.scripted_server import ScriptedServer
 from orchestrator.shift.engine import Shift, ShiftOptions, file_source
 from orchestrator.shift.store import SCHEMA_VERSION, Store
 from tests.helpers import git
-from tests.orchestrator.helpers import SANDBOX, agent_reply, make_repo, nightowl_branches, write_tasks
+from tests.orchestrator.helpers import SANDBOX, agent_reply, make_repo, nightowl_branches, shift_inputs, write_tasks
 
 
 def run(repo, out, tasks, url):
@@ -25,9 +25,7 @@ def crash_after_submit(out, task_id):
 
 
 def test_dead_attempt_with_branch_is_adopted_not_rerun(tmp_path):
-    repo = make_repo(tmp_path / "repo")
-    tasks = write_tasks(tmp_path / "tasks.jsonl", 3)
-    out = tmp_path / "out"
+    repo, tasks, out = shift_inputs(tmp_path, 3)
     with ScriptedServer(agent_reply) as server:
         assert run(repo, out, tasks, server.base_url).complete
         sha = git(repo, "rev-parse", "nightowl/t-000")
