@@ -11,7 +11,7 @@ import openai
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, Field
 
-from agent.chat_template import read_chat_template, template_uses_reasoning
+from agent.chat_template import read_chat_template, template_uses_reasoning, tool_format_note
 from agent.trajectory import Usage
 from sandbox.errors import InfrastructureError, NightowlError, UserError
 
@@ -185,10 +185,21 @@ class OpenAIChatModel:
         )
 
 
-def served_template_uses_reasoning(card: dict[str, Any]) -> bool:
-    """vLLM's model card names the checkpoint in `root` (`parent` for an adapter): read its template if local."""
+def served_template(card: dict[str, Any]) -> str | None:
+    """vLLM's model card names the checkpoint in `root` (`parent` for an adapter): its template, if local."""
     for key in ("root", "parent"):
         directory = card.get(key)
         if isinstance(directory, str) and Path(directory).is_dir():
-            return template_uses_reasoning(read_chat_template(Path(directory)))
-    return False
+            return read_chat_template(Path(directory))
+    return None
+
+
+def served_template_uses_reasoning(card: dict[str, Any]) -> bool:
+    template = served_template(card)
+    return template_uses_reasoning(template) if template is not None else False
+
+
+def served_tool_format(card: dict[str, Any]) -> str | None:
+    """How the tools reach this model when its template does not render them (None: the template does, or the
+    checkpoint is not on this machine)."""
+    return tool_format_note(served_template(card))

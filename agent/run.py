@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agent.loop import Agent, AgentConfig
-from agent.model import Model, ModelConfig, OpenAIChatModel
+from agent.model import Model, ModelConfig, OpenAIChatModel, served_tool_format
 from agent.trajectory import PATCH_NAME, TRAJECTORY_NAME, ExitStatus, Trajectory, save_trajectory, write_bytes_atomic
 from sandbox.base import Sandbox
 from sandbox.errors import NightowlError, TaskError, UserError
@@ -106,6 +106,8 @@ def run_task(request: RunRequest, model: Model | None = None,
                   "limits": request.limits.model_dump(), "sandbox": request.sandbox,
                   "repo_config": repo_config.model_dump()},
     )
+    if tool_format := served_tool_format(card):
+        trajectory.settings["tool_format"] = tool_format
     branch = branch_error = None
     try:
         prepared = prepare_environment(repo, base_commit, repo_config, request.sandbox)

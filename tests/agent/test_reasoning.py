@@ -86,3 +86,23 @@ def test_think_in_content_is_left_alone(user_repo: Path, tmp_path: Path) -> None
     assert [t["content"] for t in turns] == [f"<think>\nstep {i}\n</think>\n\nCalling {name}."
                                              for i, name in enumerate(["bash", "submit", "submit"])]
     assert all("reasoning_content" not in t for t in turns)
+
+
+def test_the_run_records_how_tools_reach_a_model_whose_template_does_not_render_them(user_repo: Path,
+                                                                                     tmp_path: Path) -> None:
+    from agent.chat_template import renders_tools, with_tools_in_system_prompt
+
+    plain = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    assert not renders_tools(plain)  # like SmolLM2's and Gemma 3's own templates
+    wrapped = make_checkpoint(tmp_path / "wrapped", "llama", with_tools_in_system_prompt(plain))
+    with ScriptedServer(replies("reasoning"), root=str(wrapped)) as server:
+        traj = run(user_repo, tmp_path / "a", server)
+    assert "nightowl's wrapper puts the tool schema in the system prompt" in traj.settings["tool_format"]
+    bare = make_checkpoint(tmp_path / "bare", "llama", plain)
+    with ScriptedServer(replies("reasoning"), root=str(bare)) as server:
+        traj = run(user_repo, tmp_path / "b", server)
+    assert "the model never sees the tool schema" in traj.settings["tool_format"]
+    own = make_checkpoint(tmp_path / "own", "qwen2", "{% if tools %}{{ tools | tojson }}{% endif %}" + plain)
+    with ScriptedServer(replies("reasoning"), root=str(own)) as server:
+        traj = run(user_repo, tmp_path / "c", server)
+    assert "tool_format" not in traj.settings  # a template that renders tools needs no note

@@ -94,6 +94,7 @@ def test_smollm2_runs_trains_and_hot_loads(smollm2_server: VLLMServer, smollm2_d
     assert traj.steps and any(m["role"] == "assistant" for m in traj.messages), traj.exit_message
     assert any(m.get("tool_calls") for m in traj.messages if m["role"] == "assistant"), \
         [s.raw_response for s in traj.steps]
+    assert "hermes-style" in traj.settings["tool_format"]  # the run says how the tools reached this model
 
     # 2. Render parity: the text a trainer renders from the trajectory is the text vLLM tokenized for it.
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
