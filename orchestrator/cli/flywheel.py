@@ -30,8 +30,9 @@ def train_plan(base: str, train_args: list[str], devices: list[int] | None) -> d
     try:
         options = command_options(app)(["train", "--plan", "--base", base, *train_args])
         with tempfile.TemporaryDirectory(prefix="nightowl-plan-") as scratch:
-            return run_stage(plan_training, PlanRequest(train=options), TrainPlan, Path(scratch) / "plan.log",
-                             env=train_environment(devices)).plan
+            processes = len(devices) if devices and len(devices) > 1 else None  # one torchrun process per GPU
+            return run_stage(plan_training, PlanRequest(train=options, processes=processes), TrainPlan,
+                             Path(scratch) / "plan.log", env=train_environment(devices)).plan
     except Exception as e:  # the flywheel still starts; `train` says why itself
         return {"error": str(e)[-300:]}
 

@@ -49,6 +49,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
         rank: Optional[int] = typer.Option(None, "--rank", help=default("train.rank", "LoRA rank (vLLM's --max-lora-rank must be at least this).")),
         max_length: Optional[int] = typer.Option(None, "--max-length", help=default("train.max_length", "Longer rows are cut after the last assistant turn that fits.")),
         full: bool = typer.Option(False, "--full", help="Full fine-tune instead of LoRA (writes a model directory)."),
+        fsdp: bool = typer.Option(False, "--fsdp", help="Under torchrun with several processes: shard weights, gradients and optimizer state over them (FSDP2) instead of a replica each (DDP), for bases that do not fit on one device."),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help=default("train.batch_size", "Rows per device per step.")),
         grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help=default("train.grad_accum")),
         save_steps: Optional[int] = typer.Option(None, "--save-steps", help=default("train.save_steps", "Checkpoint every N steps.")),
@@ -61,6 +62,8 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
                                   "no weights) and exit; --data and --out are not needed."),
         plan_gpu_gib: Optional[float] = typer.Option(None, "--plan-gpu-gib", help="With --plan: plan for one GPU "
                                                      "with this much free memory (bf16), wherever this runs."),
+        plan_processes: Optional[int] = typer.Option(None, "--plan-processes", min=1, help="With --plan: plan "
+                                                     "for this many training processes (one per GPU under torchrun)."),
         ignore_plan: bool = typer.Option(False, "--ignore-plan", help="Train even when the memory plan says it will "
                                          "not fit."),
         memory_gib: Optional[float] = typer.Option(None, "--memory-gib", help=default("train.memory_gib", "Memory one training process may use "
@@ -74,10 +77,10 @@ def register(app: typer.Typer, user_errors: Callable[[Callable[..., Any]], Calla
 
         options = train_options(get_current_context().params)
         if plan:
-            plain(print_plan(options, plan_gpu_gib))
+            plain(print_plan(options, plan_gpu_gib, plan_processes))
             return
-        if plan_gpu_gib is not None:
-            raise UsageError("--plan-gpu-gib goes with --plan")
+        if plan_gpu_gib is not None or plan_processes is not None:
+            raise UsageError("--plan-gpu-gib and --plan-processes go with --plan")
         report = train(options, log=lambda line: console.print(line, highlight=False, soft_wrap=True))
         if report:
             out.print(report.summary(out_dir), highlight=False)
@@ -156,16 +159,16 @@ def train_options(flags: dict[str, Any]) -> Any:
                             full=flags["full"], batch_size=s.batch_size, grad_accum=s.grad_accum,
                             save_steps=s.save_steps, max_steps=s.max_steps, packing=s.packing,
                             seed=s.seed, gradient_checkpointing=checkpointing,
-                            ignore_plan=flags["ignore_plan"], memory_gib=s.memory_gib)
+                            ignore_plan=flags["ignore_plan"], memory_gib=s.memory_gib, fsdp=flags["fsdp"])
     except ValidationError as e:
         raise UsageError(one_line(e)) from None
 
 
-def print_plan(options: Any, gpu_gib: float | None) -> str:
+def print_plan(options: Any, gpu_gib: float | None, processes: int | None = None) -> str:
     """The plan as one JSON object, with the option changes that would fit when it does not."""
     from orchestrator.pipelines.train_plan import PlanRequest, plan_training
 
-    return plan_training(PlanRequest(train=options, gpu_gib=gpu_gib)).text
+    return plan_training(PlanRequest(train=options, gpu_gib=gpu_gib, processes=processes)).text
 
 
 def one_line(error: Any) -> str:

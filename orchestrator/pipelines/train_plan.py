@@ -19,6 +19,8 @@ class PlanRequest(BaseModel):
     train: TrainOptions
     gpu_gib: float | None = None
     """Plan for one GPU with this much free memory (bf16), wherever this runs; None: the devices here."""
+    processes: int | None = None
+    """Plan for this many training processes (one per GPU under torchrun); None: this launch's."""
 
 
 class TrainPlan(BaseModel):
@@ -36,7 +38,7 @@ def plan_training(request: PlanRequest) -> TrainPlan:
 
     options, gpu_gib = request.train, request.gpu_gib
     device = "cuda" if gpu_gib is not None else pick_device()
-    settings = plan_settings(options, device)
+    settings = plan_settings(options, device, request.processes)
     devices = [{"device": "cuda:0", "name": "planned GPU", "free_gib": gpu_gib, "total_gib": gpu_gib}] \
         if gpu_gib is not None else None
     try:

@@ -16,8 +16,10 @@ the LoRA target layers; activations follow from the config's shapes. The terms, 
 - a fixed allowance: on GPU the CUDA context and kernels' workspaces, on CPU the training process itself.
 
 Every rank holds a full replica under DDP (torchrun), so more GPUs do not lower the per-device peak; they raise
-the tokens per step. tests/training/finetune/test_memory_plan.py checks the estimate against the measured peak of real
-training runs on CPU (within 25%); bench/train_gpu.py prints plan vs measured on a GPU.
+the tokens per step. With `--fsdp` over N processes the weights and the trainable state are sharded (1/N each) and
+one decoder layer's weights are gathered at a time (two with the next one prefetched).
+tests/training/finetune/test_memory_plan.py checks the estimate against the measured peak of real training runs on
+CPU (within 25%); bench/train_gpu.py prints plan vs measured on a GPU.
 """
 from __future__ import annotations
 
@@ -81,6 +83,7 @@ class Settings:
     """The attention implementation training uses (None: transformers' default, SDPA)."""
     memory_gib: float | None = None
     """Memory one process may use per device (None: what the device reports free)."""
+    fsdp: bool = False
 
 
 @dataclass
@@ -173,6 +176,11 @@ def shape_of(config: Any, model: Any | None = None) -> Shape:
                  shared_intermediate=getattr(c, "shared_expert_intermediate_size", 0) or 0, qk_norm=qk_norm)
 
 
+def decoder_layers(model: Any) -> list[Any]:
+    """The model's decoder layers (the unit FSDP wraps and gathers)."""
+    return list(model.get_decoder().layers)
+
+
 def lora_parameters(model: Any, modules: list[str], rank: int) -> int:
     import torch
 
@@ -255,7 +263,15 @@ def plan(base: str, settings: Settings, devices: list[dict[str, Any]] | None = N
     # The loss chunks run first in the backward pass, then one layer's backward at a time: whichever of the two
     # transients is larger sits on top of everything saved.
     transient = max(loss, in_flight)
-    fixed = params * weight_bytes + state + transient + overhead
+    weights = params * weight_bytes
+    if settings.fsdp and settings.world_size > 1:
+        # sharded over the processes; the layer being computed and the next one (prefetched) are whole
+        largest_layer = max(sum(p.numel() for p in layer.parameters()) for layer in decoder_layers(model))
+        weights = weights / settings.world_size + 2 * largest_layer * weight_bytes
+        state = state / settings.world_size
+        notes.append(f"FSDP over {settings.world_size} processes: weights, gradients and optimizer state sharded, "
+                     "two decoder layers gathered at a time")
+    fixed = weights + state + transient + overhead
     devices = devices if devices is not None else available_devices(device)
     budget = settings.memory_gib * GIB if settings.memory_gib is not None else \
         device_budget(devices, device, settings.world_size)
@@ -273,7 +289,7 @@ def plan(base: str, settings: Settings, devices: list[dict[str, Any]] | None = N
         tokens_per_step=settings.batch_size * settings.max_length * settings.grad_accum * settings.world_size,
         gradient_checkpointing=checkpointing, parameters=params, trainable_parameters=trainable,
         lora_modules=modules,
-        gib={k: round(v / GIB, 3) for k, v in (("weights", params * weight_bytes), ("trainable_state", state),
+        gib={k: round(v / GIB, 3) for k, v in (("weights", weights), ("trainable_state", state),
                                                 ("activations", activations),
                                                 ("loss_or_backward_transient", transient),
                                                 ("overhead", overhead))},
@@ -284,7 +300,7 @@ def plan(base: str, settings: Settings, devices: list[dict[str, Any]] | None = N
         notes=notes)
     if packing:
         result.notes.append("padding-free packing: one row of up to batch x max length tokens per step")
-    if settings.world_size > 1:
+    if settings.world_size > 1 and not settings.fsdp:
         result.notes.append(f"DDP over {settings.world_size} processes: each device holds a full replica")
     return result
 
@@ -359,6 +375,8 @@ def suggestions(base: str, settings: Settings, devices: list[dict[str, Any]]) ->
         found.append(f"--max-length {hit[0]} ({hit[1].peak_gib_per_device:g} GiB)")
     if not checkpointing and not found[:1] and (hit := longest(gradient_checkpointing=True)):
         found.append(f"--gradient-checkpointing on --max-length {hit[0]} ({hit[1].peak_gib_per_device:g} GiB)")
+    if settings.world_size > 1 and not settings.fsdp and (p := fits(fsdp=True)):
+        found.append(f"--fsdp ({p.peak_gib_per_device:g} GiB)")
     if settings.full and (p := fits(full=False)):
         found.append(f"LoRA instead of --full ({p.peak_gib_per_device:g} GiB)")
     return found

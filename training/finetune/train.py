@@ -1,8 +1,9 @@
 """`nightowl train`: a LoRA (or full) fine-tune on an exported dataset, loss on assistant tokens only.
 
 transformers' Trainer + peft (TRL is not used: the mask and the rendering are ours, so that they match vLLM).
-Several GPUs or machines: launch the same command under `torchrun` or `accelerate launch` (DDP, or FSDP via an
-accelerate config); the Trainer picks the distributed set-up from the environment. Re-running the same command
+Several GPUs or machines: launch the same command under `torchrun` or `accelerate launch`: DDP (a full replica per
+process), or with `--fsdp` FSDP2 (weights, gradients and optimizer state sharded over the processes, one layer
+gathered at a time) for bases that do not fit on one device. Re-running the same command
 with the same --out resumes from the newest complete checkpoint in OUT/checkpoints.
 """
 from __future__ import annotations
@@ -73,6 +74,9 @@ class TrainOptions(BaseModel):
     memory_gib: float | None = Field(default=None, gt=0)
     """Memory one training process may use per device (default: what the device reports free), e.g. to leave
     room for a model server on the same GPU."""
+    fsdp: bool = False
+    """Shard weights, gradients and optimizer state over the processes (FSDP2) instead of one replica each (DDP);
+    with gradient checkpointing, FSDP's activation checkpointing is used. One process: nothing to shard."""
 
 
 class TrainReport(BaseModel):
@@ -264,12 +268,26 @@ def adapter_problems(out: Path, targets: LoraTargets | None = None) -> list[str]
         return problems(list(f.keys()), targets)
 
 
-def plan_settings(opt: TrainOptions, device: str) -> Settings:
+def world_size() -> int:
+    """The training processes (torchrun's WORLD_SIZE; 1 when launched alone)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def plan_settings(opt: TrainOptions, device: str, processes: int | None = None) -> Settings:
+    """`processes`: plan for that many training processes (default: this launch's)."""
     return Settings(max_length=opt.max_length, batch_size=opt.batch_size, grad_accum=opt.grad_accum, full=opt.full,
                     rank=opt.rank, gradient_checkpointing=opt.gradient_checkpointing, packing=opt.packing,
                     device=device,  # type: ignore[arg-type]
-                    world_size=int(os.environ.get("WORLD_SIZE", "1")), attention=attention_implementation(device),
-                    memory_gib=opt.memory_gib)
+                    world_size=processes or world_size(), attention=attention_implementation(device),
+                    memory_gib=opt.memory_gib, fsdp=opt.fsdp)
+
+
+def fsdp_arguments(model: Any, checkpointing: bool) -> dict[str, Any]:
+    """TrainingArguments for FSDP2, wrapping each decoder layer (the unit gathered at a time)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layer = type(base.get_decoder().layers[0]).__name__
+    return {"fsdp": True, "fsdp_config": {"version": 2, "transformer_layer_cls_to_wrap": [layer],
+                                          "activation_checkpointing": checkpointing}}
 
 
 def check_plan(opt: TrainOptions, device: str, log: Any | None) -> tuple[Plan | None, LoraTargets | None]:
@@ -417,6 +435,10 @@ def train(opt: TrainOptions, log: Any = print, model: Any = None) -> TrainReport
         estimate.gradient_checkpointing if estimate else device == "cuda"
     collator = (DataCollatorWithFlattening(return_position_ids=True) if packing
                 else PaddedCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0))
+    sharded = opt.fsdp and world_size() > 1
+    if rank0 and opt.fsdp:
+        log(f"FSDP over {world_size()} processes: weights, gradients and optimizer state sharded" if sharded else
+            "--fsdp with one process: nothing to shard, training unsharded (launch with torchrun --nproc_per_node N)")
     args = TrainingArguments(
         output_dir=str(opt.out / CHECKPOINTS), num_train_epochs=opt.epochs, max_steps=opt.max_steps,
         learning_rate=opt.lr or (1e-5 if opt.full else 2e-4), lr_scheduler_type="cosine",
@@ -424,12 +446,13 @@ def train(opt: TrainOptions, log: Any = print, model: Any = None) -> TrainReport
         per_device_eval_batch_size=opt.batch_size, gradient_accumulation_steps=opt.grad_accum,
         train_sampling_strategy="random" if packing else "group_by_length", bf16=device == "cuda",
         use_cpu=device == "cpu",
-        gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
+        gradient_checkpointing=checkpointing and not sharded, gradient_checkpointing_kwargs={"use_reentrant": False},
         logging_steps=1, save_strategy="steps", save_steps=opt.save_steps, save_total_limit=2,
         eval_strategy=("steps" if opt.eval_steps else "epoch") if val_rows else "no", eval_steps=opt.eval_steps,
         report_to=[], seed=opt.seed, data_seed=opt.seed, remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding",
-        ddp_backend="gloo" if device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        ddp_backend="gloo" if device == "cpu" and world_size() > 1 else None,
+        **(fsdp_arguments(model, checkpointing) if sharded else {}),
         dataloader_num_workers=0, disable_tqdm=False,
     )
     timing: dict[str, float] = {}
@@ -476,7 +499,7 @@ def train(opt: TrainOptions, log: Any = print, model: Any = None) -> TrainReport
         fields: dict[str, Any] = {
             "base": opt.base, "data": str(opt.data), "mode": "full" if opt.full else "lora",
             "options": json.loads(opt.model_dump_json()), "device": device,
-            "world_size": int(os.environ.get("WORLD_SIZE", "1")), "attention": attention,
+            "world_size": world_size(), "attention": attention,
             "batching": "padding-free packing" if packing else "length-grouped padded batches",
             "gradient_checkpointing": checkpointing, "dtype": "bfloat16" if device == "cuda" else "float32",
             "resumed_from": str(resume) if resume else None,

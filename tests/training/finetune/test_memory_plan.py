@@ -71,6 +71,28 @@ def test_moe_plan_adapts_attention_only(tmp_path: Path) -> None:
     assert plan["fits"] is False and plan["suggestions"] == [] and plan["gib"]["weights"] > 56
 
 
+def test_fsdp_shards_what_ddp_replicates_and_is_suggested_when_it_is_what_fits(tmp_path: Path) -> None:
+    base = config_only(tmp_path / "moe", QWEN3_CODER_30B_A3B)
+
+    def planned(*extra: str) -> dict:
+        result = runner.invoke(app, ["train", "--plan", "--base", str(base), "--max-length", "32768",
+                                     "--plan-gpu-gib", "40", "--plan-processes", "4", *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+    ddp, fsdp = planned(), planned("--fsdp")
+    assert ddp["fits"] is False and ddp["world_size"] == 4 and "each device holds a full replica" in ddp["notes"][-1]
+    assert len(ddp["suggestions"]) == 1 and ddp["suggestions"][0].startswith("--fsdp (")  # the only way it fits
+    # a quarter of the weights each, plus two decoder layers gathered at a time (128 experts make a layer ~1.2 GB)
+    assert ddp["gib"]["weights"] / 4 + 2 < fsdp["gib"]["weights"] < ddp["gib"]["weights"] / 4 + 3
+    assert fsdp["gib"]["trainable_state"] == pytest.approx(ddp["gib"]["trainable_state"] / 4, rel=0.01)
+    assert fsdp["gib"]["activations"] == ddp["gib"]["activations"]  # each process still runs its own micro-batch
+    assert fsdp["fits"] is True and str(fsdp["peak_gib_per_device"]) in ddp["suggestions"][0]
+    assert "FSDP over 4 processes" in fsdp["notes"][-1]
+    refused = runner.invoke(app, ["train", "--base", str(base), "--data", str(tmp_path), "--out", str(tmp_path / "a"),
+                                  "--plan-processes", "4"])
+    assert refused.exit_code == 2 and "--plan-gpu-gib and --plan-processes go with --plan" in refused.output
+
+
 def test_train_refuses_in_one_line_before_loading(tmp_path: Path) -> None:
     base = config_only(tmp_path / "qwen7b", QWEN25_CODER_7B)
     # this machine (CPU: float32) cannot hold 7.6 B parameters at 32k tokens; nor could a 16 GiB budget anywhere

@@ -155,6 +155,55 @@ def test_torchrun_two_processes_match_one(tiny_model_dir: Path, dataset: Path, t
     print(f"\n[1 process: {[round(x, 4) for x in a]}\n 2 processes: {[round(x, 4) for x in b]}]")
 
 
+def supervised_loss(base: Path, adapter: Path | None, dataset: Path, rows: int = 4) -> float:
+    """Mean loss on the supervised tokens of the first `rows` training rows, with `adapter` on `base` (None: base)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, adapter)
+    model.eval()
+    losses = []
+    for line in (dataset / "train.jsonl").read_text().splitlines()[:rows]:
+        row = json.loads(line)
+        encoded = encode(tokenizer, row["messages"], row.get("tools"))
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([encoded.input_ids]), labels=torch.tensor([encoded.labels]))
+        losses.append(float(out.loss))
+    return sum(losses) / len(losses)
+
+
+def test_fsdp_over_two_processes_trains_as_ddp_does(tiny_model_dir: Path, dataset: Path, tmp_path: Path) -> None:
+    common = ["--base", str(tiny_model_dir), "--data", str(dataset), "--max-steps", "6", "--rank", "8",
+              "--lr", "3e-3", "--batch-size", "1"]
+
+    def torchrun(port: str) -> list[str]:
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
+    ddp = cli("train", *common, "--out", str(tmp_path / "ddp"), launcher=torchrun("29534"))
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    # FSDP with its own activation checkpointing (what --gradient-checkpointing on becomes under FSDP)
+    fsdp = cli("train", *common, "--fsdp", "--gradient-checkpointing", "on", "--out", str(tmp_path / "fsdp"),
+               launcher=torchrun("29535"))
+    assert fsdp.returncode == 0, fsdp.stderr[-3000:]
+    assert "FSDP over 2 processes: weights, gradients and optimizer state sharded" in fsdp.stderr
+    report = json.loads((tmp_path / "fsdp" / "training_report.json").read_text())
+    assert report["world_size"] == 2 and report["options"]["fsdp"] is True
+    a, b = losses(tmp_path / "ddp"), losses(tmp_path / "fsdp")
+    assert len(a) == len(b) == 6 and b == pytest.approx(a, rel=DDP_RTOL)
+    # the saved adapter is whole (gathered from the shards): it lowers the loss as much as DDP's does
+    before = supervised_loss(tiny_model_dir, None, dataset)
+    after_ddp = supervised_loss(tiny_model_dir, tmp_path / "ddp", dataset)
+    after_fsdp = supervised_loss(tiny_model_dir, tmp_path / "fsdp", dataset)
+    print(f"\n[DDP {[round(x, 4) for x in a]}\n FSDP {[round(x, 4) for x in b]}\n loss on 4 rows: base {before:.4f}, "
+          f"DDP adapter {after_ddp:.4f}, FSDP adapter {after_fsdp:.4f}]")
+    assert after_fsdp < before - 0.05 and after_fsdp == pytest.approx(after_ddp, rel=DDP_RTOL)
+    alone = cli("train", *common, "--fsdp", "--out", str(tmp_path / "alone"))
+    assert alone.returncode == 0 and "--fsdp with one process: nothing to shard" in alone.stderr, alone.stderr[-2000:]
+
+
 def test_killed_training_resumes_from_its_checkpoint(tiny_model_dir: Path, dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "adapter"
     args = ["train", "--base", str(tiny_model_dir), "--data", str(dataset), "--out", str(out), "--epochs", "4",
