@@ -97,7 +97,9 @@ def workspace_diff(ws: Workspace) -> bytes:
     with tempfile.TemporaryDirectory(prefix=".nightowl-index-", dir=ws.path.parent) as tmp:
         index = Path(tmp) / "index"
         if real_index.exists():
-            shutil.copyfile(real_index, index)
+            # copy2 keeps the index's mtime: git trusts an entry's stat only if the file is older than the index
+            # ("racy git"); a fresh mtime on the copy hid same-size edits made in the second of the checkout.
+            shutil.copy2(real_index, index)
         env = {"GIT_INDEX_FILE": str(index)}
         git(ws.path, "add", "-A", "--", ".", env=env)
         return git_bytes(ws.path, "diff", "--cached", "--binary", "--no-color", "--no-ext-diff", "--no-textconv",

@@ -123,3 +123,21 @@ def test_a_same_size_edit_right_after_the_checkout_is_in_the_diff(repo: Path, tm
             box.close()
             remove_workspace(ws)
     assert missed == []
+
+
+def test_a_same_size_edit_in_the_second_of_the_checkout_is_in_a_diff_taken_later(repo: Path, tmp_path: Path):
+    """Git trusts an index entry's stat data only for files older than the index ("racy git"). The diff works on
+    a copy of the index: the copy must keep the index's mtime, or an edit made in the checkout's second (same
+    size, same inode) looks clean to a diff taken a second later. An eval lost an oracle's patch this way."""
+    ws = create_workspace(repo, "HEAD", tmp_path / "ws")
+    try:
+        index = ws.path / ".git" / "index"
+        target = ws.path / "data.dat"
+        with open(target, "r+b") as f:  # in place: same inode, same size
+            f.write(FILES["data.dat"].upper())
+        stamp = index.stat().st_mtime_ns
+        os.utime(target, ns=(stamp, stamp))  # as if written in the very instant git wrote its index
+        time.sleep(1.1)
+        assert b"DATA" in workspace_diff(ws)
+    finally:
+        remove_workspace(ws)
