@@ -1,5 +1,8 @@
 """`nightowl model import`: a GGUF file becomes a Hugging Face checkpoint directory that vLLM serves and peft trains.
 
+A transformers checkpoint (a local directory or a hub id) is imported the same way, for its chat template: one
+that does not render tools is saved wrapped (below), so serving and training see the same tool-calling text.
+
 transformers' GGUF loader reads the file (architecture, config, tokenizer, chat template) and dequantizes every
 weight (`GgufConfig(dequantize=True)`: without it the weights stay GGUF blocks that `save_pretrained` refuses);
 they are saved as safetensors in bf16 (default) or fp32. Everything that can be wrong is checked before the slow
@@ -28,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from agent.chat_template import renders_tools, with_tools_in_system_prompt
 from orchestrator.errors import UsageError, UserError
@@ -37,6 +40,8 @@ GGUF_MAGIC = b"GGUF"
 REPORT = "nightowl_import.json"
 DTYPES = ("bfloat16", "float32")
 SPLIT_PART = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+SOURCES = "a .gguf file, a directory holding one, a checkpoint directory, or a hub id (owner/name)"
 
 
 class ModelImportError(UserError, ValueError):
@@ -57,11 +62,29 @@ class GgufHeader(BaseModel):
     """The causal-LM class transformers builds and config.json names (LlamaForCausalLM, ...)."""
 
 
+class CheckpointHeader(BaseModel):
+    source: str
+    """A local checkpoint directory (absolute) or a hub id."""
+    hub: bool
+    model_type: str
+    model_class: str
+
+
+def find_source(source: str) -> Path | str:
+    """The GGUF file `source` names (a Path), or the transformers checkpoint it names (a directory or hub id: str)."""
+    path = Path(source).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        return str(path.resolve())
+    if not path.exists() and HUB_ID.match(source):
+        return source
+    return find_gguf(path)
+
+
 def find_gguf(source: Path) -> Path:
     """The one GGUF file `source` names: the file itself, or the only model file in a directory."""
     source = source.expanduser()
     if not source.exists():
-        raise ModelImportError(f"{source} does not exist: give a .gguf file or a directory holding one")
+        raise ModelImportError(f"{source} does not exist: give {SOURCES}")
     if source.is_dir():
         found = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() == ".gguf")
         parts = [p for p in found if SPLIT_PART.search(p.name)]
@@ -70,7 +93,7 @@ def find_gguf(source: Path) -> Path:
                 f"{source} holds a GGUF split into parts ({parts[0].name}, ...); transformers reads single files: "
                 f"merge them first with llama.cpp's `llama-gguf-split --merge {parts[0].name} model.gguf`")
         if not found:
-            raise ModelImportError(f"{source} holds no .gguf file")
+            raise ModelImportError(f"{source} holds no .gguf file and no config.json: give {SOURCES}")
         if len(found) > 1:
             raise ModelImportError(f"{source} holds {len(found)} GGUF files ({', '.join(p.name for p in found[:4])}"
                                    f"{', ...' if len(found) > 4 else ''}): give the one to import")
@@ -136,6 +159,31 @@ def read_header(path: Path) -> GgufHeader:
     return header
 
 
+def read_checkpoint(source: str) -> CheckpointHeader:
+    """The architecture a checkpoint's config names, checked to be a causal LM (the config alone is fetched)."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    hub = not Path(source).is_dir()
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        where = "from the model hub (is the id right, and can this machine reach the hub?)" if hub else ""
+        raise ModelImportError(f"cannot read {source}'s config.json {where}: {first_line(e)}".replace("  ", " ")
+                               ) from None
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    model_class = (next((a for a in config.architectures or [] if a in causal), None)
+                   or MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type))
+    if not model_class:
+        raise ModelImportError(f"{source}: {config.model_type!r} is not a causal language model: nightowl serves and "
+                               "trains chat models only")
+    return CheckpointHeader(source=source, hub=hub, model_type=config.model_type, model_class=model_class)
+
+
+def first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
 def vllm_serves(model_class: str) -> tuple[bool | None, str]:
     """(whether the installed vLLM serves this architecture, a line saying so); None when vLLM is not here."""
     import importlib.metadata
@@ -182,20 +230,38 @@ def convert(header: GgufHeader, directory: Path, dtype: str) -> dict[str, Any]:
     folder, name = str(header.path.parent), header.path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=getattr(torch, dtype), **dequantize)
+    return save_checkpoint(model, tokenizer, directory, "GGUF")
+
+
+def convert_checkpoint(header: CheckpointHeader, directory: Path, dtype: str) -> dict[str, Any]:
+    """Load (from the hub if it is an id) in `dtype` and save into `directory`, the template as convert() does."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(header.source)
+        model = AutoModelForCausalLM.from_pretrained(header.source, dtype=getattr(torch, dtype))
+    except OSError as e:
+        raise ModelImportError(f"cannot load {header.source}: {first_line(e)}") from None
+    return save_checkpoint(model, tokenizer, directory, "checkpoint")
+
+
+def save_checkpoint(model: Any, tokenizer: Any, directory: Path, origin: str) -> dict[str, Any]:
+    """Weights and tokenizer into `directory`; a chat template that does not render tools is saved wrapped."""
     parameters = sum(p.numel() for p in model.parameters())
     model.save_pretrained(str(directory))
     del model
     original = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
     template: dict[str, Any] = {"original": original}
     if original is None:
-        template["written"] = ("none: the GGUF has no chat template (a base model?); add a chat_template.jinja "
+        template["written"] = (f"none: the {origin} has no chat template (a base model?); add a chat_template.jinja "
                                "before running agents on it or training it on chat data")
     elif renders_tools(original):
-        template["written"] = "the GGUF's own (it renders tools)"
+        template["written"] = f"the {origin}'s own (it renders tools)"
     else:
         tokenizer.chat_template = with_tools_in_system_prompt(original)
-        template["written"] = ("the GGUF's own, wrapped: it does not render tools, so nightowl's preamble puts the "
-                               "tool schema in the system prompt and renders calls and results hermes-style")
+        template["written"] = (f"the {origin}'s own, wrapped: it does not render tools, so nightowl's preamble puts "
+                               "the tool schema in the system prompt and renders calls and results hermes-style")
     tokenizer.save_pretrained(str(directory))
     return {"parameters": parameters, "chat_template": template}
 
@@ -217,9 +283,15 @@ def verify(directory: Path) -> str:
 
 
 class ImportOptions(BaseModel):
-    source: Path
+    source: str
+    """A GGUF file or a directory holding one, a transformers checkpoint directory, or a hub id."""
     out: Path
     dtype: Literal["bfloat16", "float32"] = "bfloat16"
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def path_as_text(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 def import_model(opt: ImportOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -227,33 +299,49 @@ def import_model(opt: ImportOptions, log: Callable[[str], None] = print) -> dict
     started = time.monotonic()
     out = opt.out.expanduser().absolute()
     check_output(out)
-    path = find_gguf(opt.source).resolve()
-    header = read_header(path)
+    found = find_source(opt.source)
+    if isinstance(found, Path):
+        path = found.resolve()
+        gguf = read_header(path)
+        header: GgufHeader | CheckpointHeader = gguf
+        name = path.name
+        described = f"{gguf.architecture} ({gguf.model_class}), {gguf.file_type or 'unknown type'}"
+    else:
+        checkpoint = read_checkpoint(found)
+        header, name = checkpoint, found
+        described = f"{checkpoint.model_class}, {'from the model hub' if checkpoint.hub else 'a checkpoint directory'}"
     phases = {"read": time.monotonic() - started}
     serves, vllm_line = vllm_serves(header.model_class)
     phases["vllm_check"] = time.monotonic() - started - sum(phases.values())
     if serves is False:
-        raise ModelImportError(f"{path.name}: {vllm_line} (architecture {header.architecture!r}), so nightowl could "
-                               "not run agents on it; transformers alone could still train it")
-    log(f"{path.name}: {header.architecture} ({header.model_class}), {header.file_type or 'unknown type'}; "
-        f"{vllm_line}; converting to {opt.dtype}")
+        raise ModelImportError(f"{name}: {vllm_line} ({described}), so nightowl could not run agents on it; "
+                               "transformers alone could still train it")
+    log(f"{name}: {described}; {vllm_line}; converting to {opt.dtype}")
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.importing-", dir=out.parent))
     try:
-        written = convert(header, work, opt.dtype)
+        if isinstance(header, GgufHeader):
+            written = convert(header, work, opt.dtype)
+        else:
+            written = convert_checkpoint(header, work, opt.dtype)
         phases["convert"] = time.monotonic() - started - sum(phases.values())
         serving = verify(work)
         phases["verify"] = time.monotonic() - started - sum(phases.values())
+        if isinstance(header, GgufHeader):
+            origin: dict[str, Any] = {
+                "source": str(path), "sha256": sha256(path), "bytes": path.stat().st_size,
+                "gguf": {"architecture": header.architecture, "name": header.name, "file_type": header.file_type,
+                         "tensor_types": header.tensor_types},
+                "note": "weights dequantized from the GGUF: they carry its quantization noise"}
+        else:
+            origin = {"source": header.source, "hub": header.hub,
+                      "note": f"weights as the checkpoint holds them, saved in {opt.dtype}"}
         report = {
-            "source": str(path), "sha256": sha256(path), "bytes": path.stat().st_size,
-            "gguf": {"architecture": header.architecture, "name": header.name, "file_type": header.file_type,
-                     "tensor_types": header.tensor_types},
-            "model_type": header.model_type, "architecture": header.model_class, "dtype": opt.dtype,
+            **origin, "model_type": header.model_type, "architecture": header.model_class, "dtype": opt.dtype,
             "parameters": written["parameters"], "chat_template": written["chat_template"],
             "vllm": vllm_line, "serving": serving, "seconds": round(time.monotonic() - started, 1),
             "phase_seconds": {k: round(v, 1) for k, v in phases.items()},
             "versions": {d: distribution_version(d) for d in ("transformers", "gguf", "torch")},
-            "note": "weights dequantized from the GGUF: they carry its quantization noise",
         }
         (work / REPORT).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
         check_output(out)  # nothing appeared there meanwhile
@@ -280,13 +368,15 @@ def register(app: Any, user_errors: Callable[[Callable[..., Any]], Callable[...,
     @model.command("import")
     @user_errors
     def import_command(
-        source: Path = typer.Argument(..., help="A .gguf file, or a directory holding one."),
+        source: str = typer.Argument(..., help="A .gguf file or a directory holding one, a checkpoint directory, "
+                                                "or a hub id (owner/name)."),
         out_dir: Path = typer.Option(..., "--out", help="New checkpoint directory (safetensors, config, tokenizer, "
                                                         "chat template)."),
         dtype: str = typer.Option("bfloat16", "--dtype",
                                   help="bfloat16 or float32: the dtype the weights are dequantized to."),
     ) -> None:
-        """Turn a GGUF file into a Hugging Face checkpoint directory that `nightowl serve` and `train` take."""
+        """Turn a GGUF file (or a checkpoint whose chat template lacks tools) into a checkpoint directory that
+        `nightowl serve` and `train` take."""
         import importlib.util
 
         from orchestrator.extras import missing_from_extra

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.chat_template import is_tools_wrapper, renders_tools
-from tests.helpers import nightowl_in_process
+from tests.helpers import nightowl, nightowl_in_process
 from tests.training.gguf_files import SMOLLM2_TEMPLATE, write_tiny_gguf
 
 
@@ -141,3 +141,38 @@ def test_a_gguf_without_a_chat_template_is_imported_and_says_so(tmp_path: Path) 
     assert result.exit_code == 0, result.output
     assert "chat template: none: the GGUF has no chat template" in result.output
     assert not (tmp_path / "out" / "chat_template.jinja").exists()
+
+
+def test_a_checkpoint_whose_template_lacks_tools_is_imported_wrapped(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A hub download or a local checkpoint (here the tiny model given SmolLM2's template, which has no `tools`):
+    the import saves the same weights with the hermes-style wrapper, as a GGUF import does."""
+    import shutil
+
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    checkpoint = tmp_path / "downloaded"
+    shutil.copytree(tiny_model_dir, checkpoint)
+    (checkpoint / "chat_template.jinja").write_text(SMOLLM2_TEMPLATE, encoding="utf-8")
+    out = tmp_path / "imported"
+    result = nightowl_in_process("model", "import", checkpoint, "--out", out, "--dtype", "float32")
+    assert result.exit_code == 0, result.output
+    assert "a checkpoint directory" in result.output and "wrapped" in result.output, result.output
+    template = AutoTokenizer.from_pretrained(out).chat_template
+    assert is_tools_wrapper(template) and template.endswith(SMOLLM2_TEMPLATE)
+    before, after = load_file(checkpoint / "model.safetensors"), load_file(out / "model.safetensors")
+    assert before.keys() == after.keys() and all(before[k].float().equal(after[k].float()) for k in before)
+    report = json.loads((out / "nightowl_import.json").read_text())
+    assert report["source"] == str(checkpoint) and report["hub"] is False and "gguf" not in report
+    assert report["chat_template"]["original"] == SMOLLM2_TEMPLATE
+    assert (checkpoint / "chat_template.jinja").read_text(encoding="utf-8") == SMOLLM2_TEMPLATE  # source untouched
+
+
+def test_a_hub_id_the_hub_cannot_give_gets_one_line(tmp_path: Path) -> None:
+    # HF_HUB_OFFLINE: what a machine without the hub sees, without waiting out huggingface_hub's retries
+    proc = nightowl("model", "import", "HuggingFaceTB/SmolLM2-135M-Instruct", "--out", tmp_path / "out",
+                    env={"HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "HuggingFaceTB/SmolLM2-135M-Instruct" in lines[0] and "model hub" in lines[0], lines
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists() and leftovers(tmp_path) == []
