@@ -47,6 +47,15 @@ def test_add():
 def test_subtract():
     assert subtract(5, 3) == 2
 '''
+NIGHTOWL_TOML = '''# The environment nightowl's agents and eval checks run in: pytest in a venv at /env/venv,
+# built once per commit with the network on (see "The repository's toolchain and dependencies" in nightowl's README).
+[sandbox]
+path = ["/env/venv/bin"]
+
+[environment]
+setup = "python3 -m venv /env/venv && /env/venv/bin/pip install -q --disable-pip-version-check pytest==8.4.2"
+timeout_s = 600
+'''
 README = '''# calc
 
 Small calculator functions with tests. Run the tests with `python -m pytest -q`.
@@ -62,7 +71,8 @@ def fn(text: str) -> str:
 # ("replace", path, old, new) with `old` occurring exactly once.
 COMMITS: list[tuple[str, str, str, list[tuple[str, ...]]]] = [
     ("2026-01-05T10:12:00", "ada", "Start a calculator module with add() and subtract()",
-     [("write", "calc.py", CALC_START), ("write", "test_calc.py", TESTS_START)]),
+     [("write", "calc.py", CALC_START), ("write", "test_calc.py", TESTS_START),
+      ("write", "nightowl.toml", NIGHTOWL_TOML)]),
     ("2026-01-07T15:40:00", "ada", "Add multiply()",
      [("append", "calc.py", fn('def multiply(a: float, b: float) -> float:\n    """Return the product of a and b."""\n'
                                "    return a * b\n")),

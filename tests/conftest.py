@@ -20,6 +20,12 @@ if TYPE_CHECKING:
 # authentication would (local clusters and the two-node `ray start` cluster share ~/.ray/auth_token).
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
+@pytest.fixture(scope="session", autouse=True)
+def environment_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Environments the tests' repositories declare (nightowl.toml) are built here, not in ~/.nightowl/envs."""
+    os.environ["NIGHTOWL_ENV_CACHE"] = str(tmp_path_factory.mktemp("envs"))
+
+
 TINY_SERVED_NAME = "tiny"
 TINY_MAX_MODEL_LEN = 4096
 # Random weights write endless whitespace inside a constrained call; pinning every tool's argument schema (and
