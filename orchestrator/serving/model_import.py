@@ -168,9 +168,8 @@ def read_checkpoint(source: str) -> CheckpointHeader:
     try:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as e:
-        where = "from the model hub (is the id right, and can this machine reach the hub?)" if hub else ""
-        raise ModelImportError(f"cannot read {source}'s config.json {where}: {first_line(e)}".replace("  ", " ")
-                               ) from None
+        where = " from the model hub (is the id right, and can this machine reach the hub?)" if hub else ""
+        raise ModelImportError(f"cannot read {source}'s config.json{where}: {first_line(e)}") from None
     causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
     model_class = (next((a for a in config.architectures or [] if a in causal), None)
                    or MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type))
