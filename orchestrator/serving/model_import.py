@@ -299,16 +299,23 @@ def import_model(opt: ImportOptions, log: Callable[[str], None] = print) -> dict
     out = opt.out.expanduser().absolute()
     check_output(out)
     found = find_source(opt.source)
+    header: GgufHeader | CheckpointHeader
     if isinstance(found, Path):
         path = found.resolve()
-        gguf = read_header(path)
-        header: GgufHeader | CheckpointHeader = gguf
+        header = gguf = read_header(path)
         name = path.name
         described = f"{gguf.architecture} ({gguf.model_class}), {gguf.file_type or 'unknown type'}"
+        origin: dict[str, Any] = {
+            "source": str(path), "sha256": sha256(path), "bytes": path.stat().st_size,
+            "gguf": {"architecture": gguf.architecture, "name": gguf.name, "file_type": gguf.file_type,
+                     "tensor_types": gguf.tensor_types},
+            "note": "weights dequantized from the GGUF: they carry its quantization noise"}
     else:
-        checkpoint = read_checkpoint(found)
-        header, name = checkpoint, found
+        header = checkpoint = read_checkpoint(found)
+        name = found
         described = f"{checkpoint.model_class}, {'from the model hub' if checkpoint.hub else 'a checkpoint directory'}"
+        origin = {"source": checkpoint.source, "hub": checkpoint.hub,
+                  "note": f"weights as the checkpoint holds them, saved in {opt.dtype}"}
     phases = {"read": time.monotonic() - started}
     serves, vllm_line = vllm_serves(header.model_class)
     phases["vllm_check"] = time.monotonic() - started - sum(phases.values())
@@ -326,15 +333,6 @@ def import_model(opt: ImportOptions, log: Callable[[str], None] = print) -> dict
         phases["convert"] = time.monotonic() - started - sum(phases.values())
         serving = verify(work)
         phases["verify"] = time.monotonic() - started - sum(phases.values())
-        if isinstance(header, GgufHeader):
-            origin: dict[str, Any] = {
-                "source": str(path), "sha256": sha256(path), "bytes": path.stat().st_size,
-                "gguf": {"architecture": header.architecture, "name": header.name, "file_type": header.file_type,
-                         "tensor_types": header.tensor_types},
-                "note": "weights dequantized from the GGUF: they carry its quantization noise"}
-        else:
-            origin = {"source": header.source, "hub": header.hub,
-                      "note": f"weights as the checkpoint holds them, saved in {opt.dtype}"}
         report = {
             **origin, "model_type": header.model_type, "architecture": header.model_class, "dtype": opt.dtype,
             "parameters": written["parameters"], "chat_template": written["chat_template"],
