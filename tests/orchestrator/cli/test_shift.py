@@ -116,7 +116,8 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
 def test_sigint_drains_then_resume_and_status_while_running(tmp_path):
     repo, tasks, out = shift_inputs(tmp_path, 12)
     before = fingerprint(repo)
-    with ScriptedServer(lambda r: agent_reply(r, sleep=0.4)) as server:
+    delay = {"seconds": 0.4}
+    with ScriptedServer(lambda r: agent_reply(r, sleep=delay["seconds"])) as server:
         proc = start(shift_cmd(repo, tasks, server.base_url, out, 3))
         wait_for(lambda: attempt_ends(out) >= 2)
         live = status(out)
@@ -131,14 +132,20 @@ def test_sigint_drains_then_resume_and_status_while_running(tmp_path):
         # drained attempts finished normally: nothing was interrupted
         assert "interrupted" not in s["exit_status"]
 
-        # a second signal stops the in-flight attempts at once; they are retried on resume
+        # a second signal stops the in-flight attempts at once; they are retried on resume. Replies are slow here
+        # so the attempts are still in flight when the signals come (at 0.4 s the rest of the shift could finish
+        # while `status` starts up on a busy machine, and then the shift rightly exits 0)
+        delay["seconds"] = 20.0
         proc = start(shift_cmd(repo, tasks, server.base_url, out, 3))
         wait_for(lambda: status(out)["states"]["running"] >= 1 if (out / "shift.sqlite").exists() else False)
         proc.send_signal(signal.SIGINT)
         time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
+        # 3: the attempts saw the stop between model calls; 130: a call outlived the grace and the shift left
         assert proc.returncode in (3, 130)
+        assert status(out)["states"]["done"] < 12
+        delay["seconds"] = 0.4
 
         proc = start(shift_cmd(repo, tasks, server.base_url, out, 3))
         stdout, stderr = proc.communicate(timeout=120)
