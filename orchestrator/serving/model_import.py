@@ -14,6 +14,10 @@ and the installed vLLM serves it. The checkpoint is written into a hidden direct
 A chat template that does not render `tools` (SmolLM2's) is saved wrapped in nightowl's hermes-style preamble
 (agent/chat_template.py: the tool schema in the system prompt, <tool_call> / <tool_response> text), so the
 checkpoint is a tool-calling model for vLLM and for training alike; the original is kept in nightowl_import.json.
+A GGUF names one end-of-sequence token, but llama.cpp, its home runtime, ends generation at every end-of-turn token
+it knows (its ids for eos, eot and eom, and special tokens such as <|endoftext|> beside <|im_end|>). The checkpoint's
+generation_config lists them all as `eos_token_id`, so vLLM stops where llama.cpp would: with the GGUF's eos alone,
+Qwen2.5-Coder's <|endoftext|> did not end a reply and the model went on to write the next user turn itself.
 The weights of a quantized GGUF carry its quantization noise: good for behaviour, not for claims about the
 original model.
 """
@@ -60,6 +64,15 @@ class GgufHeader(BaseModel):
     """transformers' model_type for it (llama, qwen2, gemma3_text, ...)."""
     model_class: str = ""
     """The causal-LM class transformers builds and config.json names (LlamaForCausalLM, ...)."""
+    end_ids: list[int] = []
+    """The ids the file names as eos, eot (end of turn) and eom (end of message)."""
+
+
+END_OF_GENERATION = frozenset({"<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>",
+                               "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>", "_<EOT>",
+                               "<\uff5cend\u2581of\u2581sentence\uff5c>"})
+"""Special tokens that end generation in llama.cpp by their text, whatever the GGUF's eos id says."""
+END_ID_FIELDS = ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
 
 
 class CheckpointHeader(BaseModel):
@@ -129,6 +142,7 @@ def read_header(path: Path) -> GgufHeader:
         architecture = str((read_field(reader, "general.architecture") or [""])[0])
         name = (read_field(reader, "general.name") or [None])[0]
         file_type = (read_field(reader, "general.file_type") or [None])[0]
+        end_ids = [int(v[0]) for f in END_ID_FIELDS if (v := read_field(reader, f))]
         tensor_types = Counter(t.tensor_type.name for t in reader.tensors)
     except Exception as e:  # a truncated or corrupt file fails anywhere in the reader
         raise ModelImportError(f"{path} starts like a GGUF file but cannot be read ({type(e).__name__}: "
@@ -139,7 +153,7 @@ def read_header(path: Path) -> GgufHeader:
     except ValueError:
         file_type_name = str(file_type)
     header = GgufHeader(path=path, architecture=architecture, name=str(name) if name else None,
-                        file_type=file_type_name, tensor_types=dict(tensor_types))
+                        file_type=file_type_name, tensor_types=dict(tensor_types), end_ids=end_ids)
     try:
         parsed = load_gguf_checkpoint(str(path), return_tensors=False)
     except ValueError as e:
@@ -229,7 +243,18 @@ def convert(header: GgufHeader, directory: Path, dtype: str) -> dict[str, Any]:
     folder, name = str(header.path.parent), header.path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=getattr(torch, dtype), **dequantize)
-    return save_checkpoint(model, tokenizer, directory, "GGUF")
+    stop_ids = end_of_generation_ids(tokenizer, header.end_ids)
+    if stop_ids:
+        model.generation_config.eos_token_id = stop_ids if len(stop_ids) > 1 else stop_ids[0]
+    written = save_checkpoint(model, tokenizer, directory, "GGUF")
+    return {**written, "stop_tokens": {str(i): tokenizer.convert_ids_to_tokens(i) for i in stop_ids}}
+
+
+def end_of_generation_ids(tokenizer: Any, named: list[int]) -> list[int]:
+    """The GGUF's own end ids first, then every special token llama.cpp ends generation at by its text."""
+    special = {t.content: i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    found = list(dict.fromkeys([*named, *(i for text, i in special.items() if text in END_OF_GENERATION)]))
+    return [i for i in found if 0 <= i < len(tokenizer)]
 
 
 def convert_checkpoint(header: CheckpointHeader, directory: Path, dtype: str) -> dict[str, Any]:
@@ -336,6 +361,7 @@ def import_model(opt: ImportOptions, log: Callable[[str], None] = print) -> dict
         report = {
             **origin, "model_type": header.model_type, "architecture": header.model_class, "dtype": opt.dtype,
             "parameters": written["parameters"], "chat_template": written["chat_template"],
+            **({"stop_tokens": written["stop_tokens"]} if "stop_tokens" in written else {}),
             "vllm": vllm_line, "serving": serving, "seconds": round(time.monotonic() - started, 1),
             "phase_seconds": {k: round(v, 1) for k, v in phases.items()},
             "versions": {d: distribution_version(d) for d in ("transformers", "gguf", "torch")},

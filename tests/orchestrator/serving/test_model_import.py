@@ -38,6 +38,8 @@ def test_import_writes_a_checkpoint_transformers_loads_and_serve_accepts(tiny_gg
     assert json.loads((out / "config.json").read_text())["dtype"] == "float32"
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") == 2 and tokenizer.eos_token == "<|im_end|>"
+    # generation ends where llama.cpp ends it: the GGUF's eos, and <|endoftext|> beside it
+    assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == [2, 0]
     # SmolLM2's template does not render tools: the saved one is the hermes-style wrapper around it
     assert not renders_tools(SMOLLM2_TEMPLATE)
     assert is_tools_wrapper(tokenizer.chat_template) and tokenizer.chat_template.endswith(SMOLLM2_TEMPLATE)
@@ -51,6 +53,7 @@ def test_import_writes_a_checkpoint_transformers_loads_and_serve_accepts(tiny_gg
     assert report["architecture"] == "LlamaForCausalLM" and report["dtype"] == "float32"
     assert report["chat_template"]["original"] == SMOLLM2_TEMPLATE
     assert len(report["sha256"]) == 64 and report["parameters"] > 0
+    assert report["stop_tokens"] == {"2": "<|im_end|>", "0": "<|endoftext|>"}
 
     served = nightowl_in_process("serve", "--model", out, "--dry-run", "--device", "cpu")
     assert served.exit_code == 0, served.output
