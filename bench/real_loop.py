@@ -204,6 +204,30 @@ def tree_cpu_seconds(root: int) -> float:
     return sum(stats[pid][1] for pid in tree if pid in stats)
 
 
+# --- 4. the round ---------------------------------------------------------------------------------------------
+
+
+def flywheel_round(args: argparse.Namespace, dir: Path, student: Path, s: Server, t: Server, tasks: Path) -> str | None:
+    """One round; None when it trained an adapter, else why not in one line. A round whose generate kept no sample
+    is a result (the teacher could not make the data), not a crash: the evals of the others still run."""
+    command = ["flywheel", str(dir / "repo"), "--rounds", "1", "--base", str(student),
+               "--student-base-url", s.url, "--student-model", "student",
+               "--teacher-base-url", t.url, "--teacher-model", "teacher", "--tasks", str(tasks),
+               "--out", str(dir / "flywheel"), "--samples", str(args.samples), "--metric", "resolve",
+               "--workers", str(args.workers), "--max-steps", str(args.max_steps),
+               "--max-tokens", str(args.max_tokens), "--train-args", args.train_args]
+    log("$ nightowl " + " ".join(command))
+    result = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *command], cwd=ROOT, text=True,
+                            stderr=subprocess.PIPE)
+    sys.stderr.write(result.stderr)
+    if result.returncode == 0:
+        return None
+    no_samples = next((line for line in result.stderr.splitlines() if "finished with 0 samples" in line), None)
+    if no_samples is None:
+        raise SystemExit(f"error: `nightowl flywheel` exited {result.returncode} (its output is above)")
+    return no_samples.strip()
+
+
 # --- 5. evals -----------------------------------------------------------------------------------------------
 
 
@@ -261,14 +285,14 @@ def outcomes(dir: Path, label: str) -> list[TaskOutcome]:
 
 
 def report(dir: Path, args: argparse.Namespace, timings: dict[str, float]) -> str:
-    per_model = {label: outcomes(dir, label) for label in EVALUATED}
-    metrics = {label: json.loads((dir / "eval" / label / "eval.json").read_text())["models"][0]
-               for label in EVALUATED}
-    cpu = {label: json.loads((dir / "eval" / label / "cpu.json").read_text()) for label in EVALUATED}
+    labels = [label for label in EVALUATED if (dir / "eval" / label / "cpu.json").is_file()]
+    per_model = {label: outcomes(dir, label) for label in labels}
+    metrics = {label: json.loads((dir / "eval" / label / "eval.json").read_text())["models"][0] for label in labels}
+    cpu = {label: json.loads((dir / "eval" / label / "cpu.json").read_text()) for label in labels}
     tasks = len(per_model["teacher"])
     lines = ["| model | tasks | tool-call validity | submit rate | mean recall | resolve rate (tasks with checks) | "
              "mean steps | CPU-s per task (server + agents) | wall per task |", "|" + "---|" * 9]
-    for label in EVALUATED:
+    for label in labels:
         m, c = metrics[label], cpu[label]
         cpu_per_task = (c["server_cpu_s"] + c["eval_cpu_s"]) / max(m["tasks"], 1)
         lines.append(f"| {label} | {m['tasks']} | {fmt(m['tool_call_validity'])} | {fmt(m['submit_rate'])} | "
@@ -277,14 +301,16 @@ def report(dir: Path, args: argparse.Namespace, timings: dict[str, float]) -> st
                      f" + {c['eval_cpu_s'] / max(m['tasks'], 1):.0f}) | {c['wall_s'] / max(m['tasks'], 1):.0f} s |")
     lines += ["", "| B against A | metric | pairs | B - A | 95% CI (paired bootstrap) | verdict |", "|---|---|---|---|---|---|"]
     comparisons = []
-    for a, b in COMPARED:
+    for a, b in [(a, b) for a, b in COMPARED if a in labels and b in labels]:
         for metric in ("recall", "resolve", "submit"):
             c = compare(a, per_model[a], b, per_model[b], metric, seed=args.seed)
             comparisons.append(c.model_dump())
             ci = "-" if c.ci is None else f"[{c.ci[0]:+.2f}, {c.ci[1]:+.2f}]"
             diff = "-" if c.diff is None else f"{c.diff:+.2f}"
             lines.append(f"| {b} vs {a} | {metric} | {c.tasks} | {diff} | {ci} | {c.verdict} |")
-    standing = transition(metrics, cpu)
+    failure = dir / "flywheel_failure.txt"
+    standing = (f"No student after: the round trained nothing ({failure.read_text().strip()})." if failure.is_file()
+                else transition(metrics, cpu))
     lines += ["", standing]
     conditions = (f"{machine()}; load average at the end {load_average()}. Settings: {args.samples} generate samples, "
                   f"--max-steps {args.max_steps}, --max-tokens {args.max_tokens}, --max-model-len "
@@ -374,16 +400,19 @@ def main() -> None:
             for s in servers:
                 log(f"{s.name} server ready in {s.wait_ready():.0f} s at {s.url}")
         t, s = servers
-        with timed(timings, dir, "flywheel round"):
-            nightowl("flywheel", str(dir / "repo"), "--rounds", "1", "--base", str(student),
-                     "--student-base-url", s.url, "--student-model", "student",
-                     "--teacher-base-url", t.url, "--teacher-model", "teacher", "--tasks", str(tasks),
-                     "--out", str(dir / "flywheel"), "--samples", str(args.samples), "--metric", "resolve",
-                     "--workers", str(args.workers), "--max-steps", str(args.max_steps),
-                     "--max-tokens", str(args.max_tokens), "--train-args", args.train_args)
-        load_adapter(s, dir / "flywheel")
-        for label, model, server, idle in (("student-before", "student", s, t), ("student-after", "flywheel-r1", s, t),
-                                           ("teacher", "teacher", t, s)):
+        failure = dir / "flywheel_failure.txt"
+        if not failure.is_file():
+            with timed(timings, dir, "flywheel round"):
+                round_failed = flywheel_round(args, dir, student, s, t, tasks)
+            if round_failed:
+                failure.write_text(round_failed + "\n")
+        evaluated = [("student-before", "student", s, t), ("teacher", "teacher", t, s)]
+        if failure.is_file():
+            log(f"no student after: {failure.read_text().strip()}")
+        else:
+            load_adapter(s, dir / "flywheel")
+            evaluated.insert(1, ("student-after", "flywheel-r1", s, t))
+        for label, model, server, idle in evaluated:
             with timed(timings, dir, f"eval {label}"):
                 eval_one(label, model, server, idle, args, dir, tasks)
     finally:
