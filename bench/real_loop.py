@@ -36,6 +36,8 @@ import sys
 import time
 import urllib.request
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -348,16 +350,16 @@ def transition(metrics: dict[str, dict[str, Any]], cpu: dict[str, dict[str, floa
 # --- the run ------------------------------------------------------------------------------------------------
 
 
-def timed(timings: dict[str, float], dir: Path, name: str) -> Any:
-    class Step:
-        def __enter__(self) -> None:
-            self.started = time.monotonic()
-            log(f"== {name}")
-
-        def __exit__(self, *exc: object) -> None:
-            timings[name] = timings.get(name, 0.0) + time.monotonic() - self.started
-            (dir / "timings.json").write_text(json.dumps(timings, indent=1))
-    return Step()
+@contextmanager
+def timed(timings: dict[str, float], dir: Path, name: str) -> Iterator[None]:
+    """A step's wall time, added to DIR/timings.json over the runs that resume it."""
+    started = time.monotonic()
+    log(f"== {name}")
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.monotonic() - started
+        (dir / "timings.json").write_text(json.dumps(timings, indent=1))
 
 
 def main() -> None:
