@@ -60,14 +60,17 @@ EVALUATED = ("teacher", "student-before", "student-after")
 COMPARED = (("student-before", "student-after"), ("student-before", "teacher"), ("teacher", "student-after"))
 
 
+NIGHTOWL = [sys.executable, "-m", "orchestrator.cli.main"]
+"""The CLI as a subprocess of this interpreter (the venv the bench runs in)."""
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def nightowl(*args: str, stdout: Any = None) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "orchestrator.cli.main", *args]
     log("$ nightowl " + " ".join(args))
-    result = subprocess.run(command, cwd=ROOT, text=True, stdout=stdout)
+    result = subprocess.run([*NIGHTOWL, *args], cwd=ROOT, text=True, stdout=stdout)
     if result.returncode != 0:
         raise SystemExit(f"error: `nightowl {args[0]}` exited {result.returncode} (its output is above)")
     return result
@@ -124,8 +127,7 @@ def import_model(dir: Path, name: str, hub_id: str, offline_source: Any) -> Path
     out = dir / name
     if (out / "nightowl_import.json").is_file():
         return out
-    command = [sys.executable, "-m", "orchestrator.cli.main", "model", "import"]
-    hub = subprocess.run([*command, hub_id, "--out", str(out)], cwd=ROOT, text=True, capture_output=True)
+    hub = subprocess.run([*NIGHTOWL, "model", "import", hub_id, "--out", str(out)], cwd=ROOT, text=True, capture_output=True)
     if hub.returncode == 0:
         return out
     log(f"the hub did not give {hub_id} ({(hub.stderr.strip().splitlines() or ['no output'])[-1]}); "
@@ -148,7 +150,7 @@ class Server:
         if lora:
             args += ["--lora", "--max-lora-rank", "16"]
         log("$ nightowl " + " ".join(args))
-        self.proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli.main", *args], cwd=ROOT,
+        self.proc = subprocess.Popen([*NIGHTOWL, *args], cwd=ROOT,
                                      env={**os.environ, **CPU_ENV}, start_new_session=True,
                                      stdout=(logs / f"{name}-serve.log").open("ab"), stderr=subprocess.STDOUT)
 
@@ -219,7 +221,7 @@ def flywheel_round(args: argparse.Namespace, dir: Path, student: Path, s: Server
                "--workers", str(args.workers), "--max-steps", str(args.max_steps),
                "--max-tokens", str(args.max_tokens), "--train-args", args.train_args]
     log("$ nightowl " + " ".join(command))
-    result = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *command], cwd=ROOT, text=True,
+    result = subprocess.run([*NIGHTOWL, *command], cwd=ROOT, text=True,
                             stderr=subprocess.PIPE)
     sys.stderr.write(result.stderr)
     if result.returncode == 0:
